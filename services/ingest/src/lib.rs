@@ -1,1 +1,126 @@
+//! The ingest service: the HTTP front door of Dispatch.
+//!
+//! It authenticates and validates requests to the Messages, Dispatch and
+//! Applications APIs, hands accepted work to RabbitMQ with a publisher
+//! confirm before answering 202, and serves the lookups, `/openapi.json`,
+//! `/healthz` and `/readyz`.
+//!
+//! [`spawn`] binds (port 0 in tests) and serves in the background; [`run`]
+//! serves until the shutdown token is cancelled.
 
+pub mod accounts;
+pub mod applications;
+pub mod auth;
+mod body;
+pub mod error;
+mod middleware;
+mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use dispatch_infra::Config;
+use dispatch_infra::broker::Broker;
+use dispatch_infra::redis::Keys;
+use dispatch_model::Limits;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The OpenAPI description of everything ingest serves.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v0.1/messages", post(routes::accept::message))
+        .route("/v0.1/messages/{id}", get(routes::lookup::message))
+        .route("/v0.1/dispatch", post(routes::accept::dispatch))
+        .route("/v0.1/dispatch/{id}", get(routes::lookup::dispatch))
+        .route(
+            "/v2/applications",
+            post(applications::create).get(applications::list),
+        )
+        .route(
+            "/v2/applications/{id}",
+            get(applications::get)
+                .put(applications::update)
+                .delete(applications::delete),
+        )
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state)
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+}
+
+/// A running ingest service.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Connects (lazily: a missing broker or Redis makes `/readyz` red, not
+/// start-up fail), binds `config.http_addr` and serves in the background.
+pub async fn spawn(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    config.validate()?;
+    let redis = dispatch_infra::redis::pool(&config)?;
+    let broker = Broker::start(&config, shutdown.clone());
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("http_addr: cannot listen on {}: {e}", config.http_addr))?;
+    let addr = listener.local_addr()?;
+    let mut config = config;
+    if config.public_url.is_none() {
+        config.public_url = Some(format!("http://{addr}"));
+    }
+    let state = AppState {
+        base_url: config.public_base().into(),
+        keys: Keys::new(&config.redis_prefix),
+        limits: Limits {
+            max_workflow_steps: config.max_workflow_steps,
+        },
+        config: Arc::new(config),
+        broker,
+        redis,
+    };
+    let app = router(state.clone());
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "ingest listening");
+    Ok(Running { addr, state, task })
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = spawn(config, shutdown).await?;
+    if !running
+        .state
+        .broker
+        .wait_ready(Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!("RabbitMQ is not reachable yet; answering 503 until it is");
+    }
+    running.task.await??;
+    Ok(())
+}

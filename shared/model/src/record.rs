@@ -57,3 +57,12 @@ mod tests {
         );
     }
 }
+
+/// What is stored about a workflow, and what the lookups show. Ingest
+/// writes it on acceptance; the workflow service takes it over from there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRecord {
+    pub workflow: crate::envelope::WorkflowAccepted,
+    pub status: WorkflowStatus,
+    pub updated_at_ms: i64,
+}

@@ -495,4 +495,6 @@ fn check_failover(step: &OutboundMessage, is_last: bool, p: &str, errs: &mut Err
 }
 
 #[cfg(test)]
+mod cases;
+#[cfg(test)]
 mod tests;

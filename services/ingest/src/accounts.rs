@@ -1,0 +1,86 @@
+//! Accounts: an `api_key`, an `api_secret` (stored only as its SHA-256),
+//! and a `signature_secret` for signing webhooks.
+//!
+//! A fast hash is right for the secret: it is 32 random characters from a
+//! 62-letter alphabet (190 bits), so no dictionary or brute force applies,
+//! and a slow password hash would cost milliseconds on every request.
+//! Comparison is constant-time.
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use redis::AsyncCommands;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use dispatch_infra::redis::Keys;
+
+/// A new account's credentials, shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct Credentials {
+    pub api_key: String,
+    pub api_secret: String,
+    pub signature_secret: String,
+}
+
+fn random_string(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn sha256_hex(s: &str) -> String {
+    let digest = Sha256::digest(s.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates an account and returns its credentials.
+pub async fn create(
+    conn: &mut deadpool_redis::Connection,
+    keys: &Keys,
+    now_ms: i64,
+) -> redis::RedisResult<Credentials> {
+    loop {
+        let mut key_bytes = [0u8; 8];
+        rand::rng().fill(&mut key_bytes);
+        let api_key: String = key_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let credentials = Credentials {
+            api_key,
+            api_secret: random_string(32),
+            signature_secret: random_string(48),
+        };
+        let key = keys.account(&credentials.api_key);
+        // HSETNX guards against the (astronomically unlikely) reuse of a key.
+        let fresh: bool = conn
+            .hset_nx(&key, "secret_sha256", sha256_hex(&credentials.api_secret))
+            .await?;
+        if !fresh {
+            continue;
+        }
+        let _: () = conn
+            .hset_multiple(
+                &key,
+                &[
+                    ("signature_secret", credentials.signature_secret.clone()),
+                    ("created_at_ms", now_ms.to_string()),
+                ],
+            )
+            .await?;
+        return Ok(credentials);
+    }
+}
+
+/// Whether `api_secret` is the secret of the account `api_key`.
+pub async fn verify(
+    conn: &mut deadpool_redis::Connection,
+    keys: &Keys,
+    api_key: &str,
+    api_secret: &str,
+) -> redis::RedisResult<bool> {
+    let stored: Option<String> = conn.hget(keys.account(api_key), "secret_sha256").await?;
+    Ok(stored.is_some_and(|stored| {
+        bool::from(stored.as_bytes().ct_eq(sha256_hex(api_secret).as_bytes()))
+    }))
+}

@@ -1,0 +1,103 @@
+//! The JSON body extractor: every way a body can be wrong becomes an
+//! [`ApiError`] in the API's format (never axum's plain-text rejections).
+//!
+//! Order of checks: a body declared as something other than JSON is 415; a
+//! body over the limit is 413 (from `Content-Length` before reading, or
+//! while reading a chunked body); an empty body is 400; a body without a
+//! content type is 415; then syntax, then shape.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use dispatch_model::validate::{JsonError, parse_json};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.config.max_body_bytes;
+        let headers = req.headers();
+        let declared_len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if content_type.as_deref().is_some_and(|ct| !is_json(ct)) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        if declared_len.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let bytes = read_limited(req.into_body(), limit).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::MissingBody);
+        }
+        if content_type.is_none() {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        match parse_json(&bytes) {
+            Ok(value) => Ok(JsonBody(value)),
+            Err(JsonError::Malformed(e)) => Err(ApiError::MalformedJson(e)),
+            Err(JsonError::Invalid(p)) => Err(ApiError::Invalid(vec![p])),
+        }
+    }
+}
+
+/// `application/json`, with parameters, or any `+json` type.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Err(ApiError::PayloadTooLarge { limit })
+            } else {
+                // The client went away or sent a broken chunked body.
+                Err(ApiError::MalformedJson("the body could not be read".into()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+        ] {
+            assert!(super::is_json(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "json",
+            "",
+        ] {
+            assert!(!super::is_json(bad), "{bad}");
+        }
+    }
+}

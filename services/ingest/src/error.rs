@@ -1,0 +1,193 @@
+//! The one error type of the HTTP API, rendered in the specs' error format:
+//! `type`, `title`, `detail`, `instance` and, for validation failures,
+//! `invalid_parameters` naming each bad field.
+//!
+//! `instance` is the request id, also sent as `X-Request-Id` and logged, so
+//! a client's error report leads straight to the log lines. Internal errors
+//! are logged with their cause and answered without it.
+//!
+//! The `type` URIs are those of the API we implement, so that clients that
+//! match on them keep working.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dispatch_model::InvalidParam;
+use serde::Serialize;
+
+const MESSAGES_ERRORS: &str = "https://www.nexmo.com/messages/Errors";
+const APPLICATION_ERRORS: &str = "https://developer.nexmo.com/api-errors/application";
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or a fresh one outside a request.
+pub fn request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| uuid::Uuid::new_v4().simple().to_string())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid parameters")]
+    Invalid(Vec<InvalidParam>),
+    /// Applications API payload validation (its own `type`).
+    #[error("invalid application payload")]
+    InvalidApplication(Vec<InvalidParam>),
+    /// Applications API list parameters.
+    #[error("invalid list parameters")]
+    InvalidListParams(Vec<InvalidParam>),
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("missing body")]
+    MissingBody,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("service unavailable: {0}")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub detail: String,
+    pub instance: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invalid_parameters: Vec<InvalidParam>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_)
+            | ApiError::InvalidApplication(_)
+            | ApiError::InvalidListParams(_)
+            | ApiError::MalformedJson(_)
+            | ApiError::MissingBody => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn problem(self) -> Problem {
+        let m = |anchor: &str| format!("{MESSAGES_ERRORS}#{anchor}");
+        let (kind, title, detail, params) = match self {
+            ApiError::Invalid(p) => (
+                m("InvalidParams"),
+                "Invalid Parameters",
+                "Your request parameters did not validate.".to_owned(),
+                p,
+            ),
+            ApiError::InvalidApplication(p) => (
+                format!("{APPLICATION_ERRORS}#payload-validation"),
+                "Bad Request",
+                "The request failed due to validation errors".to_owned(),
+                p,
+            ),
+            ApiError::InvalidListParams(p) => (
+                format!("{APPLICATION_ERRORS}#list-validation"),
+                "Bad Request",
+                "The request failed due to validation errors".to_owned(),
+                p,
+            ),
+            ApiError::MalformedJson(e) => (
+                m("InvalidJson"),
+                "Malformed JSON",
+                format!("The request body is not valid JSON: {e}"),
+                vec![],
+            ),
+            ApiError::MissingBody => (
+                m("InvalidJson"),
+                "Missing Body",
+                "The request needs a JSON body.".to_owned(),
+                vec![],
+            ),
+            ApiError::UnsupportedMediaType => (
+                m("UnsupportedMediaType"),
+                "Unsupported Media Type",
+                "Send the body as `Content-Type: application/json`.".to_owned(),
+                vec![],
+            ),
+            ApiError::PayloadTooLarge { limit } => (
+                m("PayloadTooLarge"),
+                "Payload Too Large",
+                format!("The request body is larger than {limit} bytes."),
+                vec![],
+            ),
+            ApiError::Unauthorized(why) => {
+                (m("Unauthorized"), "Unauthorized", why.to_owned(), vec![])
+            }
+            ApiError::NotFound => (
+                m("NotFound"),
+                "Not Found",
+                "No such resource for this account.".to_owned(),
+                vec![],
+            ),
+            ApiError::MethodNotAllowed => (
+                m("MethodNotAllowed"),
+                "Method Not Allowed",
+                "This resource does not support that method.".to_owned(),
+                vec![],
+            ),
+            ApiError::Unavailable(why) => (
+                m("ServiceUnavailable"),
+                "Service Unavailable",
+                format!("{why} Nothing was accepted; retry later."),
+                vec![],
+            ),
+            ApiError::Internal(_) => (
+                m("InternalError"),
+                "Internal Error",
+                "Something went wrong on our side.".to_owned(),
+                vec![],
+            ),
+        };
+        Problem {
+            kind,
+            title: title.to_owned(),
+            detail,
+            instance: request_id(),
+            invalid_parameters: params,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(error = %self, "answered 503");
+        }
+        let mut response = (status, axum::Json(self.problem())).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"dispatch\", Bearer"),
+            );
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,154 @@
+//! `POST /v0.1/messages` and `POST /v0.1/dispatch`.
+//!
+//! A request is answered 202 only after RabbitMQ confirmed the envelope.
+//! When the publish fails the client gets 503; if the broker might still
+//! hold the envelope (a lost or late confirm), an `abandoned` marker is
+//! written first so the workflow service drops it: 503 means nothing will
+//! be sent. The lookup record is written after the confirm with `SET NX`,
+//! so it never overwrites state the workflow service already wrote.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use dispatch_model::envelope::{Envelope, Step, WorkflowAccepted, WorkflowKind};
+use dispatch_model::record::{WorkflowRecord, WorkflowStatus, now_ms};
+use dispatch_model::validate::{validate_message, validate_workflow};
+use dispatch_model::{CreateWorkflow, OutboundMessage};
+use serde_json::{Value, json};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::auth::{self, Principal};
+use crate::body::JsonBody;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub async fn message(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody<OutboundMessage>, ApiError>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let principal = auth::any(&state, &headers).await?;
+    let JsonBody(mut message) = body?;
+    // `failover` belongs to dispatch workflows; here it is an unknown field.
+    message.failover = None;
+    validate_message(&message).map_err(ApiError::Invalid)?;
+    let id = Uuid::new_v4();
+    let steps = vec![Step {
+        message_uuid: id,
+        message,
+    }];
+    let span =
+        tracing::info_span!("accept", message_uuid = %id, application_id = field_app(&principal));
+    accept(&state, principal, WorkflowKind::Message, id, steps)
+        .instrument(span)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "message_uuid": id }))))
+}
+
+pub async fn dispatch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<JsonBody<CreateWorkflow>, ApiError>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let principal = auth::any(&state, &headers).await?;
+    let JsonBody(workflow) = body?;
+    validate_workflow(&workflow, &state.limits).map_err(ApiError::Invalid)?;
+    let id = Uuid::new_v4();
+    let steps = workflow
+        .workflow
+        .unwrap_or_default()
+        .into_iter()
+        .map(|message| Step {
+            message_uuid: Uuid::new_v4(),
+            message,
+        })
+        .collect();
+    let span =
+        tracing::info_span!("accept", dispatch_uuid = %id, application_id = field_app(&principal));
+    accept(&state, principal, WorkflowKind::Dispatch, id, steps)
+        .instrument(span)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "dispatch_uuid": id }))))
+}
+
+fn field_app(principal: &Principal) -> String {
+    principal
+        .application_id
+        .map(|id| id.to_string())
+        .unwrap_or_default()
+}
+
+async fn accept(
+    state: &AppState,
+    principal: Principal,
+    kind: WorkflowKind,
+    id: Uuid,
+    steps: Vec<Step>,
+) -> ApiResult<()> {
+    let accepted = WorkflowAccepted {
+        workflow_id: id,
+        kind,
+        account: principal.account,
+        application_id: principal.application_id,
+        accepted_at_ms: now_ms(),
+        steps,
+    };
+    let envelope = Envelope::WorkflowAccepted(accepted);
+    if let Err(e) = state.broker.publish(&envelope).await {
+        if e.outcome_unknown() {
+            mark_abandoned(state, &id).await;
+        }
+        tracing::warn!(error = %e, "publish failed");
+        return Err(ApiError::Unavailable("The message broker is unavailable."));
+    }
+    let Envelope::WorkflowAccepted(accepted) = envelope;
+    write_record(state, accepted).await;
+    Ok(())
+}
+
+async fn mark_abandoned(state: &AppState, id: &Uuid) {
+    let result = async {
+        let mut conn = state.redis.get().await.map_err(|e| e.to_string())?;
+        redis::cmd("SET")
+            .arg(state.keys.abandoned(&id.to_string()))
+            .arg(1)
+            .arg("EX")
+            .arg(state.config.record_ttl_secs)
+            .exec_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, workflow_id = %id, "could not mark abandoned work; it may still be sent");
+    }
+}
+
+async fn write_record(state: &AppState, workflow: WorkflowAccepted) {
+    let id = workflow.workflow_id.to_string();
+    let record = WorkflowRecord {
+        updated_at_ms: workflow.accepted_at_ms,
+        workflow,
+        status: WorkflowStatus::Accepted,
+    };
+    let result = async {
+        let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        let mut conn = state.redis.get().await.map_err(|e| e.to_string())?;
+        redis::cmd("SET")
+            .arg(state.keys.workflow(&id))
+            .arg(json)
+            .arg("NX")
+            .arg("EX")
+            .arg(state.config.record_ttl_secs)
+            .exec_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    // The work is durably queued and will happen; only the lookup lags
+    // until the workflow service writes its own state.
+    if let Err(e) = result {
+        tracing::warn!(error = %e, workflow_id = %id, "could not write the lookup record");
+    }
+}

@@ -1,0 +1,3 @@
+pub mod accept;
+pub mod health;
+pub mod lookup;

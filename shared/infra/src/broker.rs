@@ -1,0 +1,324 @@
+//! RabbitMQ: one connection per process, supervised, and a publisher that
+//! answers only once the broker has confirmed.
+//!
+//! The supervisor task connects, declares the topology, and then watches
+//! the connection; when it drops, publishes fail fast with
+//! [`PublishError::NotConnected`] (ingest answers 503, readiness goes red)
+//! while the supervisor reconnects with capped exponential backoff.
+//!
+//! Publishing: the channel is in confirm mode and shared by every task.
+//! Each publish awaits only its own confirm, so concurrent requests never
+//! queue behind one another's round trip; lapin tracks delivery tags. Every
+//! publish is `mandatory`: a message that no queue would take comes back as
+//! a return, and counts as a failure rather than silently vanishing.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use dispatch_model::envelope::Envelope;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, QueueType};
+use crate::telemetry;
+
+/// Names of the exchange and queues, derived from `amqp_prefix`.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub exchange: String,
+    pub queue_type: QueueType,
+    prefix: String,
+}
+
+/// A queue and the routing-key patterns bound to it.
+pub struct QueueSpec {
+    pub name: String,
+    pub bindings: Vec<&'static str>,
+}
+
+impl Topology {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            exchange: config.amqp_prefix.clone(),
+            queue_type: config.amqp_queue_type,
+            prefix: config.amqp_prefix.clone(),
+        }
+    }
+
+    /// The queue the workflow service consumes: accepted work now, status
+    /// events and fired deadlines as those services arrive.
+    pub fn workflow_queue(&self) -> String {
+        format!("{}.workflow", self.prefix)
+    }
+
+    pub fn queues(&self) -> Vec<QueueSpec> {
+        vec![QueueSpec {
+            name: self.workflow_queue(),
+            bindings: vec!["workflow.#"],
+        }]
+    }
+
+    /// Declares the exchange and every queue; idempotent, run on each
+    /// (re)connect so a fresh broker is usable at once.
+    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                // Durable: survives a broker restart together with the
+                // durable queues and persistent messages.
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for queue in self.queues() {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(self.queue_type.as_str().into()),
+            );
+            channel
+                .queue_declare(
+                    queue.name.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    args,
+                )
+                .await?;
+            for pattern in queue.bindings {
+                channel
+                    .queue_bind(
+                        queue.name.as_str().into(),
+                        self.exchange.as_str().into(),
+                        pattern.into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker")]
+    NotConnected,
+    #[error("the broker did not confirm in time")]
+    Timeout,
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for routing key {0}")]
+    Unroutable(String),
+    #[error("broker error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("could not encode the envelope: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl PublishError {
+    /// Whether the broker may hold the message despite the error, so the
+    /// caller must record that the work was abandoned (see ingest).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            PublishError::Timeout | PublishError::Nacked | PublishError::Amqp(_)
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    topology: Topology,
+    exchange: ShortString,
+    publish_timeout: Duration,
+    channel: RwLock<Option<Channel>>,
+}
+
+impl Broker {
+    /// Starts the connection supervisor; the broker is usable once
+    /// [`Broker::is_ready`] (or [`Broker::wait_ready`]) says so.
+    pub fn start(config: &Config, shutdown: CancellationToken) -> Self {
+        let topology = Topology::new(config);
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                url: config.amqp_url.clone(),
+                exchange: topology.exchange.as_str().into(),
+                topology,
+                publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+                channel: RwLock::new(None),
+            }),
+        };
+        tokio::spawn(broker.clone().supervise(shutdown));
+        broker
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.channel().is_some_and(|c| c.status().connected())
+    }
+
+    /// Waits until connected, up to `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    fn channel(&self) -> Option<Channel> {
+        self.inner
+            .channel
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_channel(&self, channel: Option<Channel>) {
+        *self
+            .inner
+            .channel
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = channel;
+    }
+
+    /// Publishes `envelope` persistently and waits for the broker's confirm.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), PublishError> {
+        let channel = self
+            .channel()
+            .filter(|c| c.status().connected())
+            .ok_or(PublishError::NotConnected)?;
+        let payload = serde_json::to_vec(envelope)?;
+        let mut headers = FieldTable::default();
+        for (key, value) in telemetry::inject_current() {
+            headers.insert(key.into(), AMQPValue::LongString(value.into()));
+        }
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2) // persistent: survives a broker restart
+            .with_content_type("application/json".into())
+            .with_message_id(envelope.id().to_string().into())
+            .with_headers(headers);
+        let routing_key = envelope.routing_key();
+        let confirmed = async {
+            let confirm = channel
+                .basic_publish(
+                    self.inner.exchange.clone(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &payload,
+                    properties,
+                )
+                .await?;
+            Ok::<_, PublishError>(confirm.await?)
+        };
+        match tokio::time::timeout(self.inner.publish_timeout, confirmed).await {
+            Err(_) => Err(PublishError::Timeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(confirmation)) => {
+                match confirmation {
+                    Confirmation::Ack(None) => Ok(()),
+                    Confirmation::Ack(Some(_)) => {
+                        Err(PublishError::Unroutable(routing_key.to_owned()))
+                    }
+                    // NotRequested cannot happen (the channel is put in
+                    // confirm mode before it is shared): refuse, not guess.
+                    Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Nacked),
+                }
+            }
+        }
+    }
+
+    async fn supervise(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let connected = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.connect() => r,
+            };
+            match connected {
+                Ok((connection, channel)) => {
+                    tracing::info!("connected to RabbitMQ");
+                    backoff = Duration::from_millis(100);
+                    self.set_channel(Some(channel));
+                    let lost = self.watch(&connection, &shutdown).await;
+                    self.set_channel(None);
+                    if !lost {
+                        let _ = connection.close(200, "shutting down".into()).await;
+                        break;
+                    }
+                    tracing::warn!("lost the RabbitMQ connection; reconnecting");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach RabbitMQ");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<(Connection, Channel), lapin::Error> {
+        let properties = ConnectionProperties::default().with_connection_name("dispatch".into());
+        let connection = Connection::connect(&self.inner.url, properties).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        self.inner.topology.declare(&channel).await?;
+        Ok((connection, channel))
+    }
+
+    /// Returns `true` when the connection was lost, `false` on shutdown.
+    async fn watch(&self, connection: &Connection, shutdown: &CancellationToken) -> bool {
+        let mut events = connection.events_listener();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                event = events.next() => match event {
+                    Some(lapin::Event::Error(e)) => {
+                        tracing::warn!(error = %e, "RabbitMQ connection error");
+                        return true;
+                    }
+                    Some(_) => {}
+                    None => return true,
+                },
+                _ = tick.tick() => {
+                    let channel_ok = self.channel().is_some_and(|c| c.status().connected());
+                    if !connection.status().connected() || !channel_ok {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}

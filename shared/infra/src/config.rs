@@ -1,0 +1,241 @@
+//! Configuration: compiled-in defaults, then an optional TOML file
+//! (`--config`), then `DISPATCH_*` environment variables (`DISPATCH_AMQP_URL`
+//! sets `amqp_url`). Everything is validated before any connection is
+//! opened, and a bad value fails start-up naming its field.
+//!
+//! Every field, its default and its meaning are listed in
+//! `docs/configuration.md`; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// The base URL clients use to reach the API, for `href`s in responses
+    /// and webhooks. Defaults to `http://{http_addr}`.
+    pub public_url: Option<String>,
+    pub amqp_url: String,
+    /// Name of the topic exchange, and prefix of every queue name, so that
+    /// several deployments (or test runs) can share one broker.
+    pub amqp_prefix: String,
+    pub amqp_queue_type: QueueType,
+    /// How long ingest waits for the broker to confirm a publish before it
+    /// answers 503.
+    pub publish_timeout_ms: u64,
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+    pub redis_pool_size: usize,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Most messages in one dispatch workflow.
+    pub max_workflow_steps: usize,
+    /// Oldest accepted JWT, by its `iat`, for tokens without `exp`.
+    pub jwt_max_age_secs: u64,
+    /// Clock skew allowed on `iat` and `exp`.
+    pub jwt_leeway_secs: u64,
+    /// How long workflow and message records are kept for the lookups.
+    pub record_ttl_secs: u64,
+    /// Allow webhook targets on loopback and private networks.
+    pub allow_private_webhooks: bool,
+    /// How long a service may take to finish in-flight work on SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Single-node brokers and development.
+    Classic,
+    /// Replicated queues for RabbitMQ clusters.
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_prefix: "dispatch".into(),
+            amqp_queue_type: QueueType::Classic,
+            publish_timeout_ms: 5_000,
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_prefix: "dispatch".into(),
+            redis_pool_size: 64,
+            max_body_bytes: 256 * 1024,
+            max_workflow_steps: 10,
+            jwt_max_age_secs: 86_400,
+            jwt_leeway_secs: 60,
+            record_ttl_secs: 30 * 86_400,
+            allow_private_webhooks: false,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, then `file` if given, then the `DISPATCH_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("DISPATCH_")))
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let field = e.path.join(".");
+            let mut text = e.to_string();
+            if !field.is_empty() && !text.contains(&field) {
+                text = format!("{field}: {text}");
+            }
+            ConfigError(text)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: &str| Err(ConfigError(format!("{field}: {why}")));
+        check_url(&self.amqp_url, &["amqp", "amqps"]).or_else(|why| bad("amqp_url", &why))?;
+        check_url(&self.redis_url, &["redis", "rediss", "unix", "redis+unix"])
+            .or_else(|why| bad("redis_url", &why))?;
+        if let Some(public) = &self.public_url {
+            check_url(public, &["http", "https"]).or_else(|why| bad("public_url", &why))?;
+        }
+        for (field, value) in [
+            ("amqp_prefix", &self.amqp_prefix),
+            ("redis_prefix", &self.redis_prefix),
+        ] {
+            let ok = !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return bad(field, "must be 1 to 64 letters, digits, `-`, `_` or `.`");
+            }
+        }
+        for (field, value) in [
+            ("publish_timeout_ms", self.publish_timeout_ms),
+            ("redis_pool_size", self.redis_pool_size as u64),
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("max_workflow_steps", self.max_workflow_steps as u64),
+            ("jwt_max_age_secs", self.jwt_max_age_secs),
+            ("record_ttl_secs", self.record_ttl_secs),
+        ] {
+            if value == 0 {
+                return bad(field, "must be greater than zero");
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The base of `href`s, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.http_addr),
+        }
+    }
+}
+
+fn check_url(value: &str, schemes: &[&str]) -> Result<(), String> {
+    match url::Url::parse(value) {
+        Ok(u) if schemes.contains(&u.scheme()) => Ok(()),
+        Ok(u) => Err(format!(
+            "scheme `{}` is not one of {}",
+            u.scheme(),
+            schemes.join(", ")
+        )),
+        Err(e) => Err(format!("not a URL ({e})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn with(key: &str, value: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(
+            Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(&format!("{key} = {value}"))),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_figment(Figment::from(Serialized::defaults(Config::default())))
+            .expect("defaults");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_base(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (key, value) in [
+            ("http_addr", "\"not an address\""),
+            ("amqp_url", "\"http://localhost\""),
+            ("redis_url", "\"nope\""),
+            ("redis_prefix", "\"has space\""),
+            ("amqp_queue_type", "\"stream\""),
+            ("max_body_bytes", "0"),
+            ("publish_timeout_ms", "-1"),
+        ] {
+            let err = with(key, value).expect_err(key).to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn environment_names_map_to_fields() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("DISPATCH_AMQP_URL", "amqp://u:p@broker:5672/%2f");
+            jail.set_env("DISPATCH_REDIS_URL", "redis://cache:6379/");
+            jail.set_env("DISPATCH_HTTP_ADDR", "0.0.0.0:9000");
+            jail.create_file(
+                "dispatch.toml",
+                "redis_prefix = \"from-file\"\nhttp_addr = \"127.0.0.1:1\"",
+            )?;
+            let c = Config::load(Some(Path::new("dispatch.toml"))).expect("load");
+            assert_eq!(c.amqp_url, "amqp://u:p@broker:5672/%2f");
+            assert_eq!(c.redis_url, "redis://cache:6379/");
+            assert_eq!(c.http_addr.to_string(), "0.0.0.0:9000");
+            assert_eq!(c.redis_prefix, "from-file");
+            Ok(())
+        });
+    }
+}

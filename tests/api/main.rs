@@ -1,0 +1,14 @@
+//! HTTP-level tests of the ingest service against real RabbitMQ and Redis.
+
+mod harness;
+
+#[path = "../../shared/model/src/validate/cases.rs"]
+mod cases;
+
+mod accept;
+mod applications;
+mod auth;
+mod isolation;
+mod outage;
+mod service;
+mod validation;

@@ -1,0 +1,72 @@
+//! Broker outages: 503 in the error format while RabbitMQ is unreachable,
+//! nothing queued for those requests, and recovery without a restart.
+
+use std::time::Duration;
+
+use crate::cases;
+use crate::harness::{Proxy, TestApp, assert_problem, send, test_config};
+
+async fn wait_for_readyz(app: &TestApp, expected: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = send(app.client.get(format!("{}/readyz", app.url))).await;
+        if status == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never became {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn upstream(amqp_url: &str) -> std::net::SocketAddr {
+    let url = url::Url::parse(amqp_url).expect("amqp url");
+    let host = url.host_str().expect("host");
+    let port = url.port().unwrap_or(5672);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .expect("resolve")
+        .next()
+        .expect("address")
+}
+
+#[tokio::test]
+async fn no_broker_means_503_and_nothing_sent() {
+    let mut config = test_config();
+    let real_url = config.amqp_url.clone();
+    let proxy = Proxy::start(upstream(&real_url)).await;
+    proxy.cut();
+    let mut url = url::Url::parse(&real_url).expect("url");
+    url.set_port(Some(proxy.port)).expect("port");
+    config.amqp_url = url.to_string();
+    let app = TestApp::spawn_with(config).await;
+
+    wait_for_readyz(&app, 503).await;
+    let (status, body) = send(app.client.get(format!("{}/readyz", app.url))).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["checks"]["rabbitmq"], "down");
+    assert_eq!(body["checks"]["redis"], "up");
+    let (status, body) = app.post_json("/v0.1/dispatch", &cases::two_steps()).await;
+    assert_problem(status, &body, 503);
+
+    // The broker comes back: ingest reconnects by itself.
+    proxy.restore();
+    wait_for_readyz(&app, 200).await;
+    let (status, body) = app.post_json("/v0.1/dispatch", &cases::two_steps()).await;
+    assert_eq!(status, 202, "{body}");
+    // Only the request answered 202 is on the queue.
+    assert_eq!(app.drain_workflow_queue().await.len(), 1);
+
+    // Lost again mid-life: readiness goes red, requests get 503, and it
+    // recovers once more.
+    proxy.cut();
+    wait_for_readyz(&app, 503).await;
+    let (status, body) = app.post_json("/v0.1/messages", &cases::sms()).await;
+    assert_problem(status, &body, 503);
+    proxy.restore();
+    wait_for_readyz(&app, 200).await;
+    let (status, _) = app.post_json("/v0.1/messages", &cases::sms()).await;
+    assert_eq!(status, 202);
+    assert_eq!(app.drain_workflow_queue().await.len(), 1);
+}

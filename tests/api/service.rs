@@ -1,0 +1,50 @@
+//! Health, readiness and the OpenAPI document.
+
+use serde_json::Value;
+
+use crate::harness::{TestApp, send};
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let (status, body) = send(app.client.get(format!("{}/healthz", app.url))).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = send(app.client.get(format!("{}/readyz", app.url))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["rabbitmq"], "up");
+    assert_eq!(body["checks"]["redis"], "up");
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = send(app.client.get(format!("{}/openapi.json", app.url))).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/v0.1/messages", &["post"][..]),
+        ("/v0.1/messages/{message_uuid}", &["get"]),
+        ("/v0.1/dispatch", &["post"]),
+        ("/v0.1/dispatch/{dispatch_uuid}", &["get"]),
+        ("/v2/applications", &["post", "get"]),
+        ("/v2/applications/{id}", &["get", "put", "delete"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+    ] {
+        for method in methods {
+            assert!(
+                paths.get(path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path} missing from /openapi.json"
+            );
+        }
+    }
+    // Every $ref resolves.
+    let text = doc.to_string();
+    for piece in text.split("\"$ref\":\"#/").skip(1) {
+        let pointer = format!("/{}", &piece[..piece.find('"').expect("end of ref")]);
+        assert!(doc.pointer(&pointer).is_some(), "dangling $ref {pointer}");
+    }
+    let _: &Value = &doc;
+}

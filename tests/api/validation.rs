@@ -1,0 +1,137 @@
+//! Every rule of the model's table, over HTTP: a 400 in the API's error
+//! format naming the field, and nothing queued.
+
+use serde_json::json;
+
+use crate::cases;
+use crate::harness::{TestApp, assert_problem, invalid_names, send};
+
+#[tokio::test]
+async fn every_message_rule_over_http() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let mut failures = Vec::new();
+    let mut accepted = 0;
+    for (what, body, expected) in cases::message_cases() {
+        let (status, response) = app.post_json("/v0.1/messages", &body).await;
+        match expected {
+            None if status == 202 => accepted += 1,
+            Some(field) if status == 400 && invalid_names(&response).iter().any(|n| n == field) => {
+                assert_problem(status, &response, 400);
+            }
+            _ => failures.push(format!(
+                "{what}: expected {expected:?}, got {status} {response}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        app.drain_workflow_queue().await.len(),
+        accepted,
+        "only valid requests are queued"
+    );
+}
+
+#[tokio::test]
+async fn every_workflow_rule_over_http() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let mut failures = Vec::new();
+    let mut accepted = 0;
+    for (what, body, expected) in cases::workflow_cases() {
+        let (status, response) = app.post_json("/v0.1/dispatch", &body).await;
+        match expected {
+            None if status == 202 => accepted += 1,
+            Some(field) if status == 400 && invalid_names(&response).iter().any(|n| n == field) => {
+                assert_problem(status, &response, 400);
+            }
+            _ => failures.push(format!(
+                "{what}: expected {expected:?}, got {status} {response}"
+            )),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(app.drain_workflow_queue().await.len(), accepted);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_4xx_in_the_error_format() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let url = "/v0.1/dispatch";
+    let raw = |body: &'static str, content_type: Option<&'static str>| {
+        let mut r = app.post(url, &app.account).body(body);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        r
+    };
+    let json_ct = Some("application/json");
+    for (what, request, expected) in [
+        ("malformed", raw("{\"template\":", json_ct), 400),
+        ("not json", raw("hello", json_ct), 400),
+        ("array", raw("[]", json_ct), 400),
+        (
+            "wrong type",
+            raw("{\"template\": 1, \"workflow\": {}}", json_ct),
+            400,
+        ),
+        ("empty body", raw("", json_ct), 400),
+        ("no body, no type", app.post(url, &app.account), 400),
+        ("text/plain", raw("{}", Some("text/plain")), 415),
+        ("no content type", raw("{}", None), 415),
+        (
+            "form",
+            raw("a=b", Some("application/x-www-form-urlencoded")),
+            415,
+        ),
+    ] {
+        let (status, body) = send(request).await;
+        assert_eq!(status, expected, "{what}: {body}");
+        assert_problem(status, &body, expected);
+    }
+
+    let huge = json!({"template": "failover", "padding": "x".repeat(app.config.max_body_bytes)});
+    let (status, body) = app.post_json(url, &huge).await;
+    assert_problem(status, &body, 413);
+
+    // A chunked body without Content-Length is limited while reading.
+    let chunks =
+        futures_util::stream::iter((0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8 * 1024])));
+    let (status, body) = send(
+        app.post(url, &app.account)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks)),
+    )
+    .await;
+    assert_problem(status, &body, 413);
+
+    let steps: Vec<_> = (0..=app.config.max_workflow_steps)
+        .map(|_| {
+            let mut s = cases::sms();
+            s["failover"] = json!({"expiry_time": 60, "condition_status": "delivered"});
+            s
+        })
+        .collect();
+    let (status, body) = app
+        .post_json(url, &json!({"template": "failover", "workflow": steps}))
+        .await;
+    assert_problem(status, &body, 400);
+    assert_eq!(invalid_names(&body), ["workflow"]);
+
+    assert!(
+        app.drain_workflow_queue().await.is_empty(),
+        "nothing queued"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_format() {
+    let app = TestApp::spawn().await;
+    let (status, body) = send(app.get("/v0.1/nothing", &app.account)).await;
+    assert_problem(status, &body, 404);
+    let (status, body) = send(app.get("/v0.1/dispatch", &app.account)).await;
+    assert_problem(status, &body, 405);
+    let (status, body) = send(app.client.delete(format!("{}/v0.1/messages", app.url))).await;
+    assert_problem(status, &body, 405);
+}
