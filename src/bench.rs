@@ -45,18 +45,15 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
     let (key, secret) = match (args.api_key, args.api_secret) {
         (Some(k), Some(s)) => (k, s),
         _ => {
-            let pool = dispatch_infra::redis::pool(config)?;
-            let mut conn = pool
-                .get()
-                .await
-                .context("connecting to Redis to create an account")?;
+            let mut conn = dispatch_infra::redis::connect(config)?;
             let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
             let c = dispatch_ingest::accounts::create(
                 &mut conn,
                 &keys,
                 dispatch_model::record::now_ms(),
             )
-            .await?;
+            .await
+            .context("creating an account in Redis")?;
             (c.api_key, c.api_secret)
         }
     };

@@ -42,6 +42,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config) -> Self {
+        let none = Account {
+            api_key: String::new(),
+            api_secret: String::new(),
+        };
+        let mut app = Self::spawn_with_account(config, none).await;
+        app.account = app.create_account().await;
+        app
+    }
+
+    /// Spawns without creating an account (for a Redis that is down).
+    pub async fn spawn_with_account(config: Config, account: Account) -> Self {
         // The same telemetry as the binary: spans carry W3C trace context.
         // The provider must outlive every test in this process.
         static TELEMETRY: std::sync::OnceLock<dispatch_infra::telemetry::Telemetry> =
@@ -53,19 +64,14 @@ impl TestApp {
         let running = dispatch_ingest::spawn(config.clone(), shutdown.clone())
             .await
             .expect("ingest starts");
-        let mut app = TestApp {
+        TestApp {
             url: format!("http://{}", running.addr),
             config,
             client: reqwest::Client::new(),
-            account: Account {
-                api_key: String::new(),
-                api_secret: String::new(),
-            },
+            account,
             state: running.state,
             shutdown,
-        };
-        app.account = app.create_account().await;
-        app
+        }
     }
 
     pub async fn wait_ready(&self) {
@@ -76,8 +82,7 @@ impl TestApp {
     }
 
     pub async fn create_account(&self) -> Account {
-        let mut conn = self.state.redis.get().await.expect("redis");
-        let c = dispatch_ingest::accounts::create(&mut conn, &self.state.keys, 0)
+        let c = dispatch_ingest::accounts::create(&mut self.state.redis(), &self.state.keys, 0)
             .await
             .expect("account");
         Account {

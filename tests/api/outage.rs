@@ -70,3 +70,22 @@ async fn no_broker_means_503_and_nothing_sent() {
     assert_eq!(status, 202);
     assert_eq!(app.drain_workflow_queue().await.len(), 1);
 }
+
+#[tokio::test]
+async fn no_redis_means_503_not_500() {
+    let mut config = test_config();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let healthy = TestApp::spawn().await;
+    config.redis_url = format!("redis://127.0.0.1:{port}/");
+    let app = TestApp::spawn_with_account(config, healthy.account.clone()).await;
+    app.wait_ready().await;
+    let (status, body) = send(app.client.get(format!("{}/readyz", app.url))).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["checks"]["redis"], "down");
+    let (status, body) = app.post_json("/v0.1/messages", &cases::sms()).await;
+    assert_problem(status, &body, 503);
+    assert!(app.drain_workflow_queue().await.is_empty());
+}

@@ -8,7 +8,6 @@
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use redis::AsyncCommands;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -38,7 +37,7 @@ fn sha256_hex(s: &str) -> String {
 
 /// Creates an account and returns its credentials.
 pub async fn create(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut impl redis::aio::ConnectionLike,
     keys: &Keys,
     now_ms: i64,
 ) -> redis::RedisResult<Credentials> {
@@ -53,20 +52,22 @@ pub async fn create(
         };
         let key = keys.account(&credentials.api_key);
         // HSETNX guards against the (astronomically unlikely) reuse of a key.
-        let fresh: bool = conn
-            .hset_nx(&key, "secret_sha256", sha256_hex(&credentials.api_secret))
+        let fresh: bool = redis::cmd("HSETNX")
+            .arg(&key)
+            .arg("secret_sha256")
+            .arg(sha256_hex(&credentials.api_secret))
+            .query_async(conn)
             .await?;
         if !fresh {
             continue;
         }
-        let _: () = conn
-            .hset_multiple(
-                &key,
-                &[
-                    ("signature_secret", credentials.signature_secret.clone()),
-                    ("created_at_ms", now_ms.to_string()),
-                ],
-            )
+        redis::cmd("HSET")
+            .arg(&key)
+            .arg("signature_secret")
+            .arg(&credentials.signature_secret)
+            .arg("created_at_ms")
+            .arg(now_ms)
+            .exec_async(conn)
             .await?;
         return Ok(credentials);
     }
@@ -74,12 +75,16 @@ pub async fn create(
 
 /// Whether `api_secret` is the secret of the account `api_key`.
 pub async fn verify(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut impl redis::aio::ConnectionLike,
     keys: &Keys,
     api_key: &str,
     api_secret: &str,
 ) -> redis::RedisResult<bool> {
-    let stored: Option<String> = conn.hget(keys.account(api_key), "secret_sha256").await?;
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(keys.account(api_key))
+        .arg("secret_sha256")
+        .query_async(conn)
+        .await?;
     Ok(stored.is_some_and(|stored| {
         bool::from(stored.as_bytes().ct_eq(sha256_hex(api_secret).as_bytes()))
     }))

@@ -226,11 +226,8 @@ fn as_app_error(e: ApiError) -> ApiError {
 
 /// Loads an application by id, whoever owns it.
 pub async fn load(state: &AppState, id: &Uuid) -> ApiResult<Option<Application>> {
-    let mut conn = state.redis().await?;
-    let raw: Option<String> = conn
-        .get(state.keys.application(&id.to_string()))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut conn = state.redis();
+    let raw: Option<String> = conn.get(state.keys.application(&id.to_string())).await?;
     raw.map(|r| serde_json::from_str(&r))
         .transpose()
         .map_err(|e| ApiError::Internal(e.into()))
@@ -246,7 +243,7 @@ async fn load_owned(state: &AppState, account: &str, id: &str) -> ApiResult<Appl
 }
 
 async fn store(state: &AppState, app: &Application, index: bool) -> ApiResult<()> {
-    let mut conn = state.redis().await?;
+    let mut conn = state.redis();
     let json = serde_json::to_string(app).map_err(|e| ApiError::Internal(e.into()))?;
     let mut pipe = redis::pipe();
     pipe.atomic()
@@ -364,7 +361,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     let principal = auth::basic(&state, &headers).await?;
     let app = load_owned(&state, &principal.account, &id).await?;
-    let mut conn = state.redis().await?;
+    let mut conn = state.redis();
     redis::pipe()
         .atomic()
         .del(state.keys.application(&app.id.to_string()))
@@ -375,8 +372,7 @@ pub async fn delete(
         )
         .ignore()
         .exec_async(&mut conn)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -416,25 +412,16 @@ pub async fn list(
     let principal = auth::basic(&state, &headers).await?;
     let (page_size, page) = paging(query.as_deref()).map_err(ApiError::InvalidListParams)?;
     let index = state.keys.account_applications(&principal.account);
-    let mut conn = state.redis().await?;
-    let total: u64 = conn
-        .zcard(&index)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut conn = state.redis();
+    let total: u64 = conn.zcard(&index).await?;
     let start = (page - 1).saturating_mul(page_size);
     let mut apps = Vec::new();
     if start < total {
         let stop = start + page_size - 1;
-        let ids: Vec<String> = conn
-            .zrange(&index, start as isize, stop as isize)
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let ids: Vec<String> = conn.zrange(&index, start as isize, stop as isize).await?;
         if !ids.is_empty() {
             let keys: Vec<String> = ids.iter().map(|id| state.keys.application(id)).collect();
-            let raws: Vec<Option<String>> = conn
-                .mget(&keys)
-                .await
-                .map_err(|e| ApiError::Internal(e.into()))?;
+            let raws: Vec<Option<String>> = conn.mget(&keys).await?;
             for raw in raws.into_iter().flatten() {
                 let app: Application =
                     serde_json::from_str(&raw).map_err(|e| ApiError::Internal(e.into()))?;

@@ -96,10 +96,7 @@ async fn check_basic(state: &AppState, encoded: &str) -> ApiResult<Principal> {
     if key.is_empty() || key.len() > 64 || secret.is_empty() {
         return Err(ApiError::Unauthorized(INVALID));
     }
-    let mut conn = state.redis().await?;
-    let ok = accounts::verify(&mut conn, &state.keys, key, secret)
-        .await
-        .map_err(|_| ApiError::Unavailable("The data store is unreachable."))?;
+    let ok = accounts::verify(&mut state.redis(), &state.keys, key, secret).await?;
     if ok {
         Ok(Principal {
             account: key.to_owned(),

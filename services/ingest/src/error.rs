@@ -191,3 +191,12 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Redis failing is the data store being unreachable: a 503 the client may
+/// retry, not a 500.
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        tracing::warn!(error = %e, "redis command failed");
+        ApiError::Unavailable("The data store is unreachable.")
+    }
+}

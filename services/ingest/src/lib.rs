@@ -79,7 +79,8 @@ pub struct Running {
 /// start-up fail), binds `config.http_addr` and serves in the background.
 pub async fn spawn(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
-    let redis = dispatch_infra::redis::pool(&config)?;
+    let redis =
+        dispatch_infra::redis::connect(&config).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
     let broker = Broker::start(&config, shutdown.clone());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await

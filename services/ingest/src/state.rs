@@ -10,7 +10,7 @@ use dispatch_model::Limits;
 pub struct AppState {
     pub config: Arc<Config>,
     pub broker: Broker,
-    pub redis: deadpool_redis::Pool,
+    pub redis: dispatch_infra::redis::Redis,
     pub keys: Keys,
     pub limits: Limits,
     /// `public_url` without a trailing slash, for `href`s.
@@ -18,10 +18,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub async fn redis(&self) -> Result<deadpool_redis::Connection, crate::error::ApiError> {
-        self.redis
-            .get()
-            .await
-            .map_err(|_| crate::error::ApiError::Unavailable("The data store is unreachable."))
+    /// A handle on the shared Redis connection (a cheap clone).
+    pub fn redis(&self) -> dispatch_infra::redis::Redis {
+        self.redis.clone()
     }
 }

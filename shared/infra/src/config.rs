@@ -32,7 +32,6 @@ pub struct Config {
     pub redis_url: String,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
-    pub redis_pool_size: usize,
     /// Largest accepted request body; larger ones get 413.
     pub max_body_bytes: usize,
     /// Most messages in one dispatch workflow.
@@ -78,7 +77,6 @@ impl Default for Config {
             publish_timeout_ms: 5_000,
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_prefix: "dispatch".into(),
-            redis_pool_size: 64,
             max_body_bytes: 256 * 1024,
             max_workflow_steps: 10,
             jwt_max_age_secs: 86_400,
@@ -147,7 +145,6 @@ impl Config {
         }
         for (field, value) in [
             ("publish_timeout_ms", self.publish_timeout_ms),
-            ("redis_pool_size", self.redis_pool_size as u64),
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_workflow_steps", self.max_workflow_steps as u64),
             ("jwt_max_age_secs", self.jwt_max_age_secs),

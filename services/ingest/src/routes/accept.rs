@@ -109,7 +109,7 @@ async fn accept(
 
 async fn mark_abandoned(state: &AppState, id: &Uuid) {
     let result = async {
-        let mut conn = state.redis.get().await.map_err(|e| e.to_string())?;
+        let mut conn = state.redis();
         redis::cmd("SET")
             .arg(state.keys.abandoned(&id.to_string()))
             .arg(1)
@@ -134,7 +134,7 @@ async fn write_record(state: &AppState, workflow: WorkflowAccepted) {
     };
     let result = async {
         let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        let mut conn = state.redis.get().await.map_err(|e| e.to_string())?;
+        let mut conn = state.redis();
         redis::cmd("SET")
             .arg(state.keys.workflow(&id))
             .arg(json)

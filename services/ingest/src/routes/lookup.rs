@@ -23,7 +23,7 @@ async fn load(
 ) -> ApiResult<WorkflowRecord> {
     let principal = auth::any(state, headers).await?;
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
-    let mut conn = state.redis().await?;
+    let mut conn = state.redis();
     let raw: Option<String> = conn
         .get(state.keys.workflow(&id.to_string()))
         .await
