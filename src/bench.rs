@@ -39,6 +39,19 @@ struct Tally {
     latency_us: Histogram<u64>,
     accepted: u64,
     failed: u64,
+    /// Failures by HTTP status (0: no response).
+    failures: std::collections::BTreeMap<u16, u64>,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Tally {
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            accepted: 0,
+            failed: 0,
+            failures: Default::default(),
+        })
+    }
 }
 
 pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<()> {
@@ -68,11 +81,7 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
     for _ in 0..args.connections {
         let (client, url, key, secret) = (client.clone(), url.clone(), key.clone(), secret.clone());
         tasks.push(tokio::spawn(async move {
-            let mut tally = Tally {
-                latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-                accepted: 0,
-                failed: 0,
-            };
+            let mut tally = Tally::new()?;
             loop {
                 let start = Instant::now();
                 if start >= end {
@@ -85,38 +94,38 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
                     .body(BODY)
                     .send()
                     .await;
-                let ok = match response {
+                let status = match response {
                     Ok(r) => {
                         let status = r.status().as_u16();
                         let _ = r.bytes().await;
-                        status == 202
+                        status
                     }
-                    Err(_) => false,
+                    Err(_) => 0,
                 };
                 if start < warmup {
                     continue;
                 }
                 let us = start.elapsed().as_micros() as u64;
                 let _ = tally.latency_us.record(us.max(1));
-                if ok {
+                if status == 202 {
                     tally.accepted += 1;
                 } else {
                     tally.failed += 1;
+                    *tally.failures.entry(status).or_default() += 1;
                 }
             }
-            tally
+            anyhow::Ok(tally)
         }));
     }
-    let mut total = Tally {
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-        accepted: 0,
-        failed: 0,
-    };
+    let mut total = Tally::new()?;
     for task in tasks {
-        let t = task.await?;
+        let t = task.await??;
         total.latency_us.add(&t.latency_us)?;
         total.accepted += t.accepted;
         total.failed += t.failed;
+        for (status, n) in t.failures {
+            *total.failures.entry(status).or_default() += n;
+        }
     }
     let secs = args.seconds as f64;
     let ms = |q: f64| total.latency_us.value_at_quantile(q) as f64 / 1000.0;
@@ -128,6 +137,9 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
         total.accepted as f64 / secs,
         total.failed
     );
+    if !total.failures.is_empty() {
+        println!("failures by status (0: no response): {:?}", total.failures);
+    }
     println!(
         "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
         ms(0.50),
