@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
 
 #[derive(clap::Args)]
@@ -58,15 +57,7 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
     let (key, secret) = match (args.api_key, args.api_secret) {
         (Some(k), Some(s)) => (k, s),
         _ => {
-            let mut conn = dispatch_infra::redis::connect(config)?;
-            let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
-            let c = dispatch_ingest::accounts::create(
-                &mut conn,
-                &keys,
-                dispatch_model::record::now_ms(),
-            )
-            .await
-            .context("creating an account in Redis")?;
+            let c = dispatch_ingest::accounts::create_in(config).await?;
             (c.api_key, c.api_secret)
         }
     };

@@ -67,16 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Account {
             command: AccountCommand::Create,
         } => {
-            let mut conn = dispatch_infra::redis::connect(&config)
-                .with_context(|| format!("redis_url {}", config.redis_url))?;
-            let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
-            let credentials = dispatch_ingest::accounts::create(
-                &mut conn,
-                &keys,
-                dispatch_model::record::now_ms(),
-            )
-            .await
-            .with_context(|| format!("creating the account in Redis at {}", config.redis_url))?;
+            let credentials = dispatch_ingest::accounts::create_in(&config).await?;
             println!("{}", serde_json::to_string(&credentials)?);
             Ok(())
         }

@@ -73,6 +73,18 @@ pub async fn create(
     }
 }
 
+/// Creates an account in the Redis of `config` (the admin command and the
+/// bench use this).
+pub async fn create_in(config: &dispatch_infra::Config) -> anyhow::Result<Credentials> {
+    use anyhow::Context as _;
+    let mut conn = dispatch_infra::redis::connect(config)
+        .with_context(|| format!("redis_url {}", config.redis_url))?;
+    let keys = Keys::new(&config.redis_prefix);
+    create(&mut conn, &keys, dispatch_model::record::now_ms())
+        .await
+        .with_context(|| format!("creating the account in Redis at {}", config.redis_url))
+}
+
 /// Whether `api_secret` is the secret of the account `api_key`.
 pub async fn verify(
     conn: &mut impl redis::aio::ConnectionLike,

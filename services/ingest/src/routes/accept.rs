@@ -108,19 +108,14 @@ async fn accept(
 }
 
 async fn mark_abandoned(state: &AppState, id: &Uuid) {
-    let result = async {
-        let mut conn = state.redis();
-        redis::cmd("SET")
-            .arg(state.keys.abandoned(&id.to_string()))
-            .arg(1)
-            .arg("EX")
-            .arg(state.config.record_ttl_secs)
-            .exec_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    .await;
-    if let Err(e) = result {
+    if let Err(e) = set_expiring(
+        state,
+        state.keys.abandoned(&id.to_string()),
+        "1".into(),
+        false,
+    )
+    .await
+    {
         tracing::error!(error = %e, workflow_id = %id, "could not mark abandoned work; it may still be sent");
     }
 }
@@ -132,23 +127,29 @@ async fn write_record(state: &AppState, workflow: WorkflowAccepted) {
         workflow,
         status: WorkflowStatus::Accepted,
     };
-    let result = async {
-        let json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        let mut conn = state.redis();
-        redis::cmd("SET")
-            .arg(state.keys.workflow(&id))
-            .arg(json)
-            .arg("NX")
-            .arg("EX")
-            .arg(state.config.record_ttl_secs)
-            .exec_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    .await;
+    let json = match serde_json::to_string(&record) {
+        Ok(json) => json,
+        Err(e) => return tracing::error!(error = %e, workflow_id = %id, "cannot encode the record"),
+    };
     // The work is durably queued and will happen; only the lookup lags
     // until the workflow service writes its own state.
-    if let Err(e) = result {
+    if let Err(e) = set_expiring(state, state.keys.workflow(&id), json, true).await {
         tracing::warn!(error = %e, workflow_id = %id, "could not write the lookup record");
     }
+}
+
+/// `SET key value [NX] EX record_ttl_secs`.
+async fn set_expiring(
+    state: &AppState,
+    key: String,
+    value: String,
+    only_new: bool,
+) -> redis::RedisResult<()> {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if only_new {
+        cmd.arg("NX");
+    }
+    cmd.arg("EX").arg(state.config.record_ttl_secs);
+    cmd.exec_async(&mut state.redis()).await
 }
