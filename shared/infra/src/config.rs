@@ -42,10 +42,6 @@ pub struct Config {
     pub jwt_leeway_secs: u64,
     /// How long workflow and message records are kept for the lookups.
     pub record_ttl_secs: u64,
-    /// Allow webhook targets on loopback and private networks.
-    pub allow_private_webhooks: bool,
-    /// How long a service may take to finish in-flight work on SIGTERM.
-    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,8 +78,6 @@ impl Default for Config {
             jwt_max_age_secs: 86_400,
             jwt_leeway_secs: 60,
             record_ttl_secs: 30 * 86_400,
-            allow_private_webhooks: false,
-            shutdown_grace_secs: 30,
         }
     }
 }

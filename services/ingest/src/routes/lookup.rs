@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use dispatch_model::envelope::WorkflowKind;
-use dispatch_model::record::{WorkflowRecord, iso_timestamp};
+use dispatch_model::record::{MessageStatus, WorkflowRecord, iso_timestamp};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -51,7 +51,7 @@ pub async fn message(
         "channel": m.channel(),
         "to": m.to,
         "from": m.from,
-        "status": "accepted",
+        "status": MessageStatus::Accepted,
         "timestamp": iso_timestamp(record.updated_at_ms),
         "_links": { "self": { "href": format!("{}/v0.1/messages/{}", state.base_url, step.message_uuid) } },
     });
