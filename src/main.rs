@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use dispatch_infra::Config;
+use dispatch_infra::config::{ProviderKind, ProviderSettings};
+use dispatch_model::Channel;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -26,10 +29,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The HTTP API: Messages, Dispatch and Applications.
+    /// The HTTP API: Messages, Dispatch and Applications, and provider
+    /// callbacks.
     Ingest,
-    /// Every service in one process (small installations, local runs).
+    /// The failover state machine.
+    Workflow,
+    /// Sends messages to providers for one or more channels.
+    Sender {
+        /// Channels to send on (repeat or separate with commas); all five
+        /// when omitted.
+        #[arg(long = "channel", value_delimiter = ',', value_parser = parse_channel)]
+        channels: Vec<Channel>,
+    },
+    /// Fires deadlines and other delayed work from Redis.
+    Timer,
+    /// A fake provider for every channel, for development, tests and demos.
+    ProviderSim,
+    /// Every service in one process (small installations, local runs):
+    /// ingest, workflow, senders for all channels, timer. The simulator
+    /// runs separately (`dispatch provider-sim`).
     All,
+    /// Which provider serves a channel for an account or application.
+    Provider {
+        #[command(subcommand)]
+        command: ProviderCommand,
+    },
     /// Manage accounts.
     Account {
         #[command(subcommand)]
@@ -40,12 +64,128 @@ enum Command {
     /// Drive `POST /v0.1/dispatch` against a running system and print
     /// accepted requests per second and latency percentiles.
     Bench(bench::Args),
+    /// Measure timer lateness with many pending deadlines (runs a timer
+    /// in-process against the configured RabbitMQ and Redis, under a
+    /// private prefix).
+    BenchTimer(dispatch_timer::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
 enum AccountCommand {
     /// Create an account and print its credentials as JSON.
     Create,
+}
+
+#[derive(Subcommand)]
+enum ProviderCommand {
+    /// Route a channel of an account (api key) or application (id) to a
+    /// provider.
+    Set {
+        /// An account's api key or an application id.
+        #[arg(long)]
+        scope: String,
+        #[arg(long, value_parser = parse_channel)]
+        channel: Channel,
+        /// The provider's base URL.
+        #[arg(long)]
+        url: String,
+        /// The provider's credentials.
+        #[arg(long, env = "DISPATCH_PROVIDER_SECRET")]
+        secret: String,
+    },
+    /// Remove a channel's provider of an account or application, so the
+    /// next level (account, then configuration) applies.
+    Clear {
+        #[arg(long)]
+        scope: String,
+        #[arg(long, value_parser = parse_channel)]
+        channel: Channel,
+    },
+}
+
+fn parse_channel(value: &str) -> Result<Channel, String> {
+    Channel::ALL
+        .into_iter()
+        .find(|c| c.as_str() == value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+            format!("not a channel; one of {}", names.join(", "))
+        })
+}
+
+/// Runs a service with telemetry until SIGTERM or Ctrl-C.
+async fn serve<F, Fut>(name: &'static str, service: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let telemetry = dispatch_infra::telemetry::init(name);
+    let shutdown = dispatch_infra::shutdown::on_signal();
+    let result = service(shutdown).await;
+    telemetry.shutdown();
+    result
+}
+
+/// Every service on one runtime; when one stops with an error, the others
+/// are stopped too.
+async fn all(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(dispatch_ingest::run(config.clone(), shutdown.clone()));
+    services.spawn(dispatch_workflow::run(config.clone(), shutdown.clone()));
+    services.spawn(dispatch_sender::run(
+        config.clone(),
+        Channel::ALL.to_vec(),
+        shutdown.clone(),
+    ));
+    services.spawn(dispatch_timer::run(config, shutdown.clone()));
+    let mut result = Ok(());
+    while let Some(done) = services.join_next().await {
+        let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "a service stopped; stopping the others");
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+async fn provider(config: &Config, command: ProviderCommand) -> anyhow::Result<()> {
+    let mut redis = dispatch_infra::redis::connect(config)?;
+    let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
+    match command {
+        ProviderCommand::Set {
+            scope,
+            channel,
+            url,
+            secret,
+        } => {
+            let settings = ProviderSettings {
+                kind: ProviderKind::Simulator,
+                url,
+                secret,
+            };
+            let json = serde_json::to_string(&settings)?;
+            redis::cmd("HSET")
+                .arg(keys.providers(&scope))
+                .arg(channel.as_str())
+                .arg(json)
+                .exec_async(&mut redis)
+                .await?;
+            println!("{channel} of {scope} now goes to {}", settings.url);
+        }
+        ProviderCommand::Clear { scope, channel } => {
+            redis::cmd("HDEL")
+                .arg(keys.providers(&scope))
+                .arg(channel.as_str())
+                .exec_async(&mut redis)
+                .await?;
+            println!("{channel} of {scope} now uses the next level's provider");
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,13 +197,20 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Ingest | Command::All => {
-            let telemetry = dispatch_infra::telemetry::init("dispatch");
-            let shutdown = dispatch_infra::shutdown::on_signal();
-            let result = dispatch_ingest::run(config, shutdown).await;
-            telemetry.shutdown();
-            result
+        Command::Ingest => serve("ingest", |s| dispatch_ingest::run(config, s)).await,
+        Command::Workflow => serve("workflow", |s| dispatch_workflow::run(config, s)).await,
+        Command::Sender { mut channels } => {
+            if channels.is_empty() {
+                channels = Channel::ALL.to_vec();
+            }
+            serve("sender", |s| dispatch_sender::run(config, channels, s)).await
         }
+        Command::Timer => serve("timer", |s| dispatch_timer::run(config, s)).await,
+        Command::ProviderSim => {
+            serve("provider-sim", |s| dispatch_provider_sim::run(config, s)).await
+        }
+        Command::All => serve("all", |s| all(config, s)).await,
+        Command::Provider { command } => provider(&config, command).await,
         Command::Account {
             command: AccountCommand::Create,
         } => {
@@ -73,7 +220,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Topology => {
             let shutdown = tokio_util::sync::CancellationToken::new();
-            let broker = dispatch_infra::broker::Broker::start(&config, shutdown.clone());
+            let broker =
+                dispatch_infra::broker::Broker::start(&config, "topology", shutdown.clone());
             let ready = broker.wait_ready(std::time::Duration::from_secs(30)).await;
             shutdown.cancel();
             anyhow::ensure!(ready, "could not reach RabbitMQ at amqp_url");
@@ -84,5 +232,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args, &config).await,
+        Command::BenchTimer(args) => dispatch_timer::bench::run_bench(&config, args).await,
     }
 }

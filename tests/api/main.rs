@@ -8,6 +8,7 @@ mod cases;
 mod accept;
 mod applications;
 mod auth;
+mod callbacks;
 mod isolation;
 mod outage;
 mod service;

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
                 .put(applications::update)
                 .delete(applications::delete),
         )
+        .route("/callbacks/simulator", post(routes::callbacks::simulator))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -81,7 +82,7 @@ pub async fn spawn(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     config.validate()?;
     let redis =
         dispatch_infra::redis::connect(&config).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
-    let broker = Broker::start(&config, shutdown.clone());
+    let broker = Broker::start(&config, "ingest", shutdown.clone());
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("http_addr: cannot listen on {}: {e}", config.http_addr))?;
@@ -90,7 +91,22 @@ pub async fn spawn(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     if config.public_url.is_none() {
         config.public_url = Some(format!("http://{addr}"));
     }
+    if config.uses_simulator() {
+        tracing::warn!(
+            "the provider simulator is a configured provider, or its development secret is in use: not for production"
+        );
+    }
     let state = AppState {
+        receipts: dispatch_infra::receipts::Receipts::new(
+            redis.clone(),
+            Keys::new(&config.redis_prefix),
+            config.record_ttl_secs,
+        ),
+        store: dispatch_infra::store::WorkflowStore::new(
+            redis.clone(),
+            Keys::new(&config.redis_prefix),
+            config.record_ttl_secs,
+        ),
         base_url: config.public_base().into(),
         keys: Keys::new(&config.redis_prefix),
         limits: Limits {

@@ -12,6 +12,8 @@ pub struct AppState {
     pub broker: Broker,
     pub redis: dispatch_infra::redis::Redis,
     pub keys: Keys,
+    pub store: dispatch_infra::store::WorkflowStore,
+    pub receipts: dispatch_infra::receipts::Receipts,
     pub limits: Limits,
     /// `public_url` without a trailing slash, for `href`s.
     pub base_url: Arc<str>,

@@ -15,7 +15,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use dispatch_model::envelope::Envelope;
+use dispatch_model::Channel as MessageChannel;
+use dispatch_model::envelope::{Envelope, send_routing_key};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -41,7 +42,7 @@ pub struct Topology {
 /// A queue and the routing-key patterns bound to it.
 pub struct QueueSpec {
     pub name: String,
-    pub bindings: Vec<&'static str>,
+    pub bindings: Vec<String>,
 }
 
 impl Topology {
@@ -53,17 +54,38 @@ impl Topology {
         }
     }
 
-    /// The queue the workflow service consumes: accepted work now, status
-    /// events and fired deadlines as those services arrive.
+    /// The queue the workflow service consumes: accepted work, status
+    /// events and fired deadlines.
     pub fn workflow_queue(&self) -> String {
         format!("{}.workflow", self.prefix)
     }
 
+    /// The queue a channel's senders consume.
+    pub fn send_queue(&self, channel: MessageChannel) -> String {
+        format!("{}.{}", self.prefix, send_routing_key(channel))
+    }
+
+    /// Webhook jobs, consumed by the notifier.
+    pub fn webhooks_queue(&self) -> String {
+        format!("{}.webhooks", self.prefix)
+    }
+
     pub fn queues(&self) -> Vec<QueueSpec> {
-        vec![QueueSpec {
-            name: self.workflow_queue(),
-            bindings: vec!["workflow.#"],
-        }]
+        let mut queues = vec![
+            QueueSpec {
+                name: self.workflow_queue(),
+                bindings: vec!["workflow.#".into()],
+            },
+            QueueSpec {
+                name: self.webhooks_queue(),
+                bindings: vec!["webhook.#".into()],
+            },
+        ];
+        queues.extend(MessageChannel::ALL.into_iter().map(|channel| QueueSpec {
+            name: self.send_queue(channel),
+            bindings: vec![send_routing_key(channel)],
+        }));
+        queues
     }
 
     /// Declares the exchange and every queue; idempotent, run on each
@@ -100,7 +122,7 @@ impl Topology {
                     .queue_bind(
                         queue.name.as_str().into(),
                         self.exchange.as_str().into(),
-                        pattern.into(),
+                        pattern.as_str().into(),
                         QueueBindOptions::default(),
                         FieldTable::default(),
                     )
@@ -149,12 +171,15 @@ struct Inner {
     exchange: ShortString,
     publish_timeout: Duration,
     channel: RwLock<Option<Channel>>,
+    connection: RwLock<Option<Arc<Connection>>>,
+    name: String,
 }
 
 impl Broker {
     /// Starts the connection supervisor; the broker is usable once
     /// [`Broker::is_ready`] (or [`Broker::wait_ready`]) says so.
-    pub fn start(config: &Config, shutdown: CancellationToken) -> Self {
+    /// `name` labels the connection in RabbitMQ's management views.
+    pub fn start(config: &Config, name: &str, shutdown: CancellationToken) -> Self {
         let topology = Topology::new(config);
         let broker = Broker {
             inner: Arc::new(Inner {
@@ -163,6 +188,8 @@ impl Broker {
                 topology,
                 publish_timeout: Duration::from_millis(config.publish_timeout_ms),
                 channel: RwLock::new(None),
+                connection: RwLock::new(None),
+                name: format!("dispatch {name}"),
             }),
         };
         tokio::spawn(broker.clone().supervise(shutdown));
@@ -189,6 +216,16 @@ impl Broker {
         true
     }
 
+    /// The live connection, for opening consumer channels.
+    pub fn connection(&self) -> Option<Arc<Connection>> {
+        self.inner
+            .connection
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|c| c.status().connected())
+    }
+
     fn channel(&self) -> Option<Channel> {
         self.inner
             .channel
@@ -207,11 +244,23 @@ impl Broker {
 
     /// Publishes `envelope` persistently and waits for the broker's confirm.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), PublishError> {
+        let payload = serde_json::to_vec(envelope)?;
+        self.publish_raw(&envelope.routing_key(), &envelope.id(), &payload)
+            .await
+    }
+
+    /// Publishes `payload` (JSON) persistently under `routing_key` and waits
+    /// for the broker's confirm.
+    pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        message_id: &str,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
         let channel = self
             .channel()
             .filter(|c| c.status().connected())
             .ok_or(PublishError::NotConnected)?;
-        let payload = serde_json::to_vec(envelope)?;
         let mut headers = FieldTable::default();
         for (key, value) in telemetry::inject_current() {
             headers.insert(key.into(), AMQPValue::LongString(value.into()));
@@ -219,9 +268,8 @@ impl Broker {
         let properties = BasicProperties::default()
             .with_delivery_mode(2) // persistent: survives a broker restart
             .with_content_type("application/json".into())
-            .with_message_id(envelope.id().to_string().into())
+            .with_message_id(message_id.into())
             .with_headers(headers);
-        let routing_key = envelope.routing_key();
         let confirmed = async {
             let confirm = channel
                 .basic_publish(
@@ -231,7 +279,7 @@ impl Broker {
                         mandatory: true,
                         ..Default::default()
                     },
-                    &payload,
+                    payload,
                     properties,
                 )
                 .await?;
@@ -265,9 +313,20 @@ impl Broker {
                 Ok((connection, channel)) => {
                     tracing::info!("connected to RabbitMQ");
                     backoff = Duration::from_millis(100);
+                    let connection = Arc::new(connection);
                     self.set_channel(Some(channel));
+                    *self
+                        .inner
+                        .connection
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
                     let lost = self.watch(&connection, &shutdown).await;
                     self.set_channel(None);
+                    self.inner
+                        .connection
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
                     if !lost {
                         let _ = connection.close(200, "shutting down".into()).await;
                         break;
@@ -287,7 +346,8 @@ impl Broker {
     }
 
     async fn connect(&self) -> Result<(Connection, Channel), lapin::Error> {
-        let properties = ConnectionProperties::default().with_connection_name("dispatch".into());
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.inner.name.as_str().into());
         let connection = Connection::connect(&self.inner.url, properties).await?;
         let channel = connection.create_channel().await?;
         channel

@@ -4,8 +4,11 @@
 
 pub mod broker;
 pub mod config;
+pub mod consume;
+pub mod receipts;
 pub mod redis;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 
 pub use config::Config;

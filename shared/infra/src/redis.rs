@@ -69,10 +69,60 @@ impl Keys {
         format!("{}:application:{id}", self.prefix)
     }
 
-    /// String: the workflow record as JSON (a Messages API send is a
-    /// one-step workflow whose id is the message uuid).
+    /// Hash `{v: version, r: record JSON}` of a workflow (a Messages API
+    /// send is a one-step workflow whose id is the message uuid); written
+    /// only through [`crate::store::WorkflowStore`].
     pub fn workflow(&self, id: &str) -> String {
         format!("{}:workflow:{id}", self.prefix)
+    }
+
+    /// String: the dispatch uuid a dispatch's message belongs to, for
+    /// `GET /v0.1/messages/{uuid}`.
+    pub fn message(&self, message_uuid: &str) -> String {
+        format!("{}:message:{message_uuid}", self.prefix)
+    }
+
+    /// Sorted set of timer entry ids, scored by due time in ms.
+    pub fn timer_due(&self) -> String {
+        format!("{}:timer:due", self.prefix)
+    }
+
+    /// Hash of timer entry id → entry JSON (routing key and payload).
+    pub fn timer_entries(&self) -> String {
+        format!("{}:timer:entries", self.prefix)
+    }
+
+    /// Pub/sub channel that wakes timers when an earlier entry is added.
+    pub fn timer_wake(&self) -> String {
+        format!("{}:timer:wake", self.prefix)
+    }
+
+    /// String: the provider's message id, once the provider accepted the
+    /// send, so a redelivered send command never calls the provider again.
+    pub fn sent(&self, message_uuid: &str) -> String {
+        format!("{}:sent:{message_uuid}", self.prefix)
+    }
+
+    /// Short lock held by the sender calling the provider for a message.
+    pub fn send_lock(&self, message_uuid: &str) -> String {
+        format!("{}:sent:{message_uuid}:lock", self.prefix)
+    }
+
+    /// String `{workflow_id} {message_uuid}`: whose receipt a provider's
+    /// message id is.
+    pub fn provider_message(&self, provider: &str, provider_id: &str) -> String {
+        format!("{}:provider:{provider}:{provider_id}", self.prefix)
+    }
+
+    /// List of receipts that arrived before their send was recorded.
+    pub fn parked_receipts(&self, provider: &str, provider_id: &str) -> String {
+        format!("{}:provider:{provider}:{provider_id}:parked", self.prefix)
+    }
+
+    /// Hash channel → provider settings JSON for an account or an
+    /// application (`scope` is the api key or the application id).
+    pub fn providers(&self, scope: &str) -> String {
+        format!("{}:providers:{scope}", self.prefix)
     }
 
     /// Marker for work that ingest answered 503 for although the broker may

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::ContentType;
 
 /// A messaging channel, as named in `to.type` and `from.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Sms,

@@ -8,32 +8,65 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::channel::Channel;
 use crate::message::OutboundMessage;
+use crate::record::{MessageError, MessageStatus, Usage};
 
 /// Routing key of accepted work, consumed by the workflow service.
 pub const WORKFLOW_ACCEPTED: &str = "workflow.accepted";
+/// Routing key of message status events (from senders and provider callbacks).
+pub const WORKFLOW_STATUS: &str = "workflow.status";
+/// Routing key of fired step deadlines (from the timer).
+pub const WORKFLOW_DEADLINE: &str = "workflow.deadline";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum Envelope {
     #[serde(rename = "workflow.accepted.v1")]
     WorkflowAccepted(WorkflowAccepted),
+    #[serde(rename = "message.status.v1")]
+    Status(StatusEvent),
+    #[serde(rename = "workflow.deadline.v1")]
+    Deadline(DeadlineFired),
+    #[serde(rename = "send.v1")]
+    Send(Box<SendCommand>),
+    #[serde(rename = "webhook.v1")]
+    Webhook(WebhookJob),
 }
 
 impl Envelope {
-    pub fn routing_key(&self) -> &'static str {
+    pub fn routing_key(&self) -> String {
         match self {
-            Envelope::WorkflowAccepted(_) => WORKFLOW_ACCEPTED,
+            Envelope::WorkflowAccepted(_) => WORKFLOW_ACCEPTED.into(),
+            Envelope::Status(_) => WORKFLOW_STATUS.into(),
+            Envelope::Deadline(_) => WORKFLOW_DEADLINE.into(),
+            Envelope::Send(s) => send_routing_key(s.channel),
+            Envelope::Webhook(w) => format!("webhook.{}", w.kind.as_str()),
         }
     }
 
     /// The id of the thing this envelope is about, used as the AMQP
-    /// `message_id` so that consumers can deduplicate redeliveries.
-    pub fn id(&self) -> Uuid {
+    /// `message_id` so that consumers can recognise redeliveries.
+    pub fn id(&self) -> String {
         match self {
-            Envelope::WorkflowAccepted(w) => w.workflow_id,
+            Envelope::WorkflowAccepted(w) => w.workflow_id.to_string(),
+            Envelope::Status(s) => format!("{}:{}", s.message_uuid, s.status.as_str()),
+            Envelope::Deadline(d) => format!("{}:deadline", d.message_uuid),
+            Envelope::Send(s) => s.message_uuid.to_string(),
+            Envelope::Webhook(w) => w.webhook_id.clone(),
         }
     }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serialising these types cannot fail: no maps with non-string
+        // keys, no custom serialisers that error.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// `send.<channel>`: the routing key (and queue suffix) of a channel's sends.
+pub fn send_routing_key(channel: Channel) -> String {
+    format!("send.{}", channel.as_str())
 }
 
 /// Where a workflow came from.
@@ -68,4 +101,78 @@ pub struct WorkflowAccepted {
 pub struct Step {
     pub message_uuid: Uuid,
     pub message: OutboundMessage,
+}
+
+/// A message's status changed: reported by a sender (`submitted`,
+/// `rejected`) or by a provider's callback (`delivered`, `read`,
+/// `undeliverable`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    pub workflow_id: Uuid,
+    pub message_uuid: Uuid,
+    pub status: MessageStatus,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<MessageError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// A step's deadline passed: its `expiry_time`, or for the last step the
+/// horizon after which a silent workflow is closed as `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadlineFired {
+    pub workflow_id: Uuid,
+    pub message_uuid: Uuid,
+    pub due_ms: i64,
+}
+
+/// Send one message through its channel's provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendCommand {
+    pub workflow_id: Uuid,
+    pub message_uuid: Uuid,
+    pub channel: Channel,
+    pub account: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<Uuid>,
+    pub message: OutboundMessage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookKind {
+    /// To the application's `status_url`.
+    MessageStatus,
+    /// Once per dispatch workflow, to the `status_url`.
+    FinalReport,
+}
+
+impl WebhookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::MessageStatus => "message_status",
+            WebhookKind::FinalReport => "final_report",
+        }
+    }
+}
+
+/// A webhook to deliver, with its body in its final wire shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    /// Stable across duplicates of the same webhook
+    /// (`{message_uuid}:{status}`, `{dispatch_uuid}:final`), so that the
+    /// notifier can deliver each at most once to a receiver that took it.
+    pub webhook_id: String,
+    pub kind: WebhookKind,
+    pub account: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<Uuid>,
+    pub workflow_id: Uuid,
+    /// When the event happened, in milliseconds since the Unix epoch.
+    pub event_at_ms: i64,
+    pub body: serde_json::Value,
 }

@@ -4,14 +4,14 @@
 //! When the publish fails the client gets 503; if the broker might still
 //! hold the envelope (a lost or late confirm), an `abandoned` marker is
 //! written first so the workflow service drops it: 503 means nothing will
-//! be sent. The lookup record is written after the confirm with `SET NX`,
+//! be sent. The lookup record is written after the confirm, only if absent,
 //! so it never overwrites state the workflow service already wrote.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use dispatch_model::envelope::{Envelope, Step, WorkflowAccepted, WorkflowKind};
-use dispatch_model::record::{WorkflowRecord, WorkflowStatus, now_ms};
+use dispatch_model::record::{WorkflowRecord, now_ms};
 use dispatch_model::validate::{validate_message, validate_workflow};
 use dispatch_model::{CreateWorkflow, OutboundMessage};
 use serde_json::{Value, json};
@@ -94,7 +94,7 @@ async fn accept(
         accepted_at_ms: now_ms(),
         steps,
     };
-    let envelope = Envelope::WorkflowAccepted(accepted);
+    let envelope = Envelope::WorkflowAccepted(accepted.clone());
     if let Err(e) = state.broker.publish(&envelope).await {
         if e.outcome_unknown() {
             mark_abandoned(state, &id).await;
@@ -102,54 +102,48 @@ async fn accept(
         tracing::warn!(error = %e, "publish failed");
         return Err(ApiError::Unavailable("The message broker is unavailable."));
     }
-    let Envelope::WorkflowAccepted(accepted) = envelope;
     write_record(state, accepted).await;
     Ok(())
 }
 
 async fn mark_abandoned(state: &AppState, id: &Uuid) {
-    if let Err(e) = set_expiring(
-        state,
-        state.keys.abandoned(&id.to_string()),
-        "1".into(),
-        false,
-    )
-    .await
-    {
+    if let Err(e) = set_expiring(state, state.keys.abandoned(&id.to_string()), "1".into()).await {
         tracing::error!(error = %e, workflow_id = %id, "could not mark abandoned work; it may still be sent");
     }
 }
 
 async fn write_record(state: &AppState, workflow: WorkflowAccepted) {
     let id = workflow.workflow_id.to_string();
-    let record = WorkflowRecord {
-        updated_at_ms: workflow.accepted_at_ms,
-        workflow,
-        status: WorkflowStatus::Accepted,
-    };
-    let json = match serde_json::to_string(&record) {
-        Ok(json) => json,
-        Err(e) => return tracing::error!(error = %e, workflow_id = %id, "cannot encode the record"),
-    };
-    // The work is durably queued and will happen; only the lookup lags
-    // until the workflow service writes its own state.
-    if let Err(e) = set_expiring(state, state.keys.workflow(&id), json, true).await {
+    // Only if absent: the workflow service may have picked the work up
+    // already, and its state is newer. Either way the work is durably
+    // queued; at worst the lookup lags until the workflow service writes.
+    if workflow.kind == WorkflowKind::Dispatch {
+        let mut pipe = redis::pipe();
+        for step in &workflow.steps {
+            pipe.cmd("SET")
+                .arg(state.keys.message(&step.message_uuid.to_string()))
+                .arg(&id)
+                .arg("EX")
+                .arg(state.config.record_ttl_secs)
+                .ignore();
+        }
+        if let Err(e) = pipe.exec_async(&mut state.redis()).await {
+            tracing::warn!(error = %e, workflow_id = %id, "could not index the messages");
+        }
+    }
+    let record = WorkflowRecord::new(workflow);
+    if let Err(e) = state.store.compare_and_set(&id, None, &record).await {
         tracing::warn!(error = %e, workflow_id = %id, "could not write the lookup record");
     }
 }
 
-/// `SET key value [NX] EX record_ttl_secs`.
-async fn set_expiring(
-    state: &AppState,
-    key: String,
-    value: String,
-    only_new: bool,
-) -> redis::RedisResult<()> {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(value);
-    if only_new {
-        cmd.arg("NX");
-    }
-    cmd.arg("EX").arg(state.config.record_ttl_secs);
-    cmd.exec_async(&mut state.redis()).await
+/// `SET key value EX record_ttl_secs`.
+async fn set_expiring(state: &AppState, key: String, value: String) -> redis::RedisResult<()> {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("EX")
+        .arg(state.config.record_ttl_secs)
+        .exec_async(&mut state.redis())
+        .await
 }

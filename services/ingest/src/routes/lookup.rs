@@ -1,41 +1,34 @@
 //! `GET /v0.1/messages/{uuid}` and `GET /v0.1/dispatch/{uuid}`: what is
 //! known so far. Unknown ids, malformed ids and another account's ids are
 //! all the same 404.
+//!
+//! A message of a dispatch is found through its index entry
+//! (`message:{uuid}` → dispatch uuid); a Messages API send is its own
+//! one-step workflow.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use dispatch_model::envelope::WorkflowKind;
-use dispatch_model::record::{MessageStatus, WorkflowRecord, iso_timestamp};
+use dispatch_model::record::{Usage, WorkflowRecord, iso_timestamp};
 use redis::AsyncCommands;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-async fn load(
-    state: &AppState,
-    headers: &HeaderMap,
-    id: &str,
-    kind: WorkflowKind,
-) -> ApiResult<WorkflowRecord> {
-    let principal = auth::any(state, headers).await?;
-    let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
-    let mut conn = state.redis();
-    let raw: Option<String> = conn
-        .get(state.keys.workflow(&id.to_string()))
+async fn load(state: &AppState, account: &str, id: Uuid) -> ApiResult<WorkflowRecord> {
+    let found = state
+        .store
+        .load(&id.to_string())
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let record: WorkflowRecord = match raw {
-        Some(raw) => serde_json::from_str(&raw).map_err(|e| ApiError::Internal(e.into()))?,
-        None => return Err(ApiError::NotFound),
-    };
-    if record.workflow.account != principal.account || record.workflow.kind != kind {
-        return Err(ApiError::NotFound);
+    match found {
+        Some(v) if v.record.workflow.account == account => Ok(v.record),
+        _ => Err(ApiError::NotFound),
     }
-    Ok(record)
 }
 
 pub async fn message(
@@ -43,22 +36,19 @@ pub async fn message(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let record = load(&state, &headers, &id, WorkflowKind::Message).await?;
-    let step = record.workflow.steps.first().ok_or(ApiError::NotFound)?;
-    let m = &step.message;
-    let mut view = json!({
-        "message_uuid": step.message_uuid,
-        "channel": m.channel(),
-        "to": m.to,
-        "from": m.from,
-        "status": MessageStatus::Accepted,
-        "timestamp": iso_timestamp(record.updated_at_ms),
-        "_links": { "self": { "href": format!("{}/v0.1/messages/{}", state.base_url, step.message_uuid) } },
-    });
-    if let Some(client_ref) = &m.client_ref {
-        view["client_ref"] = json!(client_ref);
-    }
-    Ok(Json(view))
+    let principal = auth::any(&state, &headers).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let dispatch: Option<String> = state
+        .redis()
+        .get(state.keys.message(&id.to_string()))
+        .await?;
+    let workflow_id = match dispatch {
+        Some(raw) => Uuid::parse_str(&raw).map_err(|_| ApiError::NotFound)?,
+        None => id,
+    };
+    let record = load(&state, &principal.account, workflow_id).await?;
+    let i = record.step_index(id).ok_or(ApiError::NotFound)?;
+    Ok(Json(message_view(&state, &record, i)))
 }
 
 pub async fn dispatch(
@@ -66,32 +56,90 @@ pub async fn dispatch(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let record = load(&state, &headers, &id, WorkflowKind::Dispatch).await?;
-    let w = &record.workflow;
-    let messages: Vec<Value> = w
-        .steps
-        .iter()
-        .map(|s| {
-            let mut step = json!({
-                "message_uuid": s.message_uuid,
-                "channel": s.message.channel(),
-                "to": s.message.to,
-                "from": s.message.from,
-            });
-            if let Some(f) = &s.message.failover {
-                step["failover"] = json!(f);
-            }
-            step
-        })
+    let principal = auth::any(&state, &headers).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let record = load(&state, &principal.account, id).await?;
+    if record.workflow.kind != WorkflowKind::Dispatch {
+        return Err(ApiError::NotFound);
+    }
+    let messages: Vec<Value> = (0..record.steps.len())
+        .map(|i| message_view(&state, &record, i))
         .collect();
-    Ok(Json(json!({
-        "dispatch_uuid": w.workflow_id,
+    let sent = record.steps.iter().filter(|s| s.sent_at_ms.is_some());
+    let mut view = json!({
+        "dispatch_uuid": id,
         "template": "failover",
         "status": record.status,
+        "current_step": record.current_step,
         "timestamp": iso_timestamp(record.updated_at_ms),
-        "accepted_at": iso_timestamp(w.accepted_at_ms),
-        "current_step": Value::Null,
+        "accepted_at": iso_timestamp(record.workflow.accepted_at_ms),
+        "usage": Usage::total(sent.filter_map(|s| s.usage.as_ref())),
         "messages": messages,
-        "_links": { "self": { "href": format!("{}/v0.1/dispatch/{}", state.base_url, w.workflow_id) } },
-    })))
+        "_links": { "self": { "href": format!("{}/v0.1/dispatch/{id}", state.base_url) } },
+    });
+    if let Some(at) = record.finished_at_ms {
+        view["finished_at"] = json!(iso_timestamp(at));
+    }
+    Ok(Json(view))
+}
+
+/// One message as the lookups show it: the latest status, when each
+/// status arrived, and what failed or cost what.
+fn message_view(state: &AppState, record: &WorkflowRecord, i: usize) -> Value {
+    let step = &record.steps[i];
+    let request = &record.workflow.steps[i].message;
+    let timestamps: Map<String, Value> = step
+        .history
+        .iter()
+        .map(|c| (c.status.as_str().to_owned(), json!(iso_timestamp(c.at_ms))))
+        .collect();
+    let latest = step
+        .history
+        .iter()
+        .filter(|c| c.status == step.status)
+        .map(|c| c.at_ms)
+        .next()
+        .unwrap_or(record.workflow.accepted_at_ms);
+    let mut view = json!({
+        "message_uuid": step.message_uuid,
+        "channel": step.channel,
+        "to": request.to,
+        "from": request.from,
+        "status": step.status,
+        "timestamp": iso_timestamp(latest),
+        "timestamps": timestamps,
+        "_links": { "self": { "href": format!("{}/v0.1/messages/{}", state.base_url, step.message_uuid) } },
+    });
+    let mut put = |key: &str, value: Value| {
+        view[key] = value;
+    };
+    if let Some(client_ref) = &request.client_ref {
+        put("client_ref", json!(client_ref));
+    }
+    if let Some(failover) = &request.failover {
+        put("failover", json!(failover));
+    }
+    if let Some(at) = step.sent_at_ms {
+        put("sent_at", json!(iso_timestamp(at)));
+    }
+    if let Some(at) = step.deadline_ms.filter(|_| step.expired_at_ms.is_none()) {
+        put("expires_at", json!(iso_timestamp(at)));
+    }
+    if let Some(at) = step.expired_at_ms {
+        put("expired_at", json!(iso_timestamp(at)));
+    }
+    if let Some(error) = &step.error {
+        put("error", json!(error));
+    }
+    if let Some(usage) = &step.usage {
+        put("usage", json!(usage));
+    }
+    if record.workflow.kind == WorkflowKind::Dispatch {
+        let id = record.workflow.workflow_id;
+        view["_links"]["workflow"] = json!({
+            "dispatch_uuid": id,
+            "href": format!("{}/v0.1/dispatch/{id}", state.base_url),
+        });
+    }
+    view
 }

@@ -1,3 +1,4 @@
 pub mod accept;
+pub mod callbacks;
 pub mod health;
 pub mod lookup;

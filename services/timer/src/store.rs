@@ -1,0 +1,240 @@
+//! The Redis side of the timer: the client API ([`Scheduler`]) and the
+//! claim/ack steps of the firing protocol ([`claim`], [`ack`]). Every step
+//! that touches both structures is one Lua script, so Redis applies it
+//! atomically; see the crate documentation for the protocol as a whole.
+
+use std::sync::LazyLock;
+
+use dispatch_infra::redis::{Keys, Redis};
+use redis::RedisError;
+use redis::aio::ConnectionLike;
+use serde::{Deserialize, Serialize};
+
+/// What a timer publishes when an entry is due; stored as JSON in the
+/// entries hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub routing_key: String,
+    pub message_id: String,
+    /// A JSON text, published as-is (kept as a string so that its bytes
+    /// survive unchanged).
+    pub payload: String,
+}
+
+/// `KEYS[1]` due set, `KEYS[2]` entries hash; `ARGV` id, due ms, entry
+/// JSON, wake channel. Upserts the entry and wakes timers when it is now
+/// the earliest.
+static SCHEDULE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] and tonumber(first[2]) >= tonumber(ARGV[2]) then
+  redis.call('PUBLISH', ARGV[4], ARGV[2])
+end
+return 1
+",
+    )
+});
+
+/// `KEYS[1]` due set, `KEYS[2]` entries hash; `ARGV` batch size, lease ms.
+/// Takes up to a batch of entries due by Redis' clock and re-scores each to
+/// the end of its lease. Returns `{now, leased_until, earliest score left
+/// (or nil), members scanned, {{id, entry, due}, ..}}`. A member without an
+/// entry (cancelled behind our back) is dropped from the set.
+static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local leased = now + tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for i = 1, #due, 2 do
+  local id = due[i]
+  local entry = redis.call('HGET', KEYS[2], id)
+  if entry then
+    redis.call('ZADD', KEYS[1], leased, id)
+    out[#out + 1] = {id, entry, tonumber(due[i + 1])}
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local earliest = false
+if first[2] then earliest = tonumber(first[2]) end
+return {now, leased, earliest, #due / 2, out}
+",
+    )
+});
+
+/// `KEYS[1]` due set, `KEYS[2]` entries hash; `ARGV[1]` leased score, then
+/// ids. Forgets each id still leased at that score; one re-scheduled (or
+/// re-claimed) meanwhile has another score and stays. Returns how many
+/// were forgotten.
+static ACK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local leased = tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == leased then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});
+
+/// Schedules, moves and cancels deadlines. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    redis: Redis,
+    keys: Keys,
+}
+
+impl Scheduler {
+    pub fn new(redis: Redis, keys: Keys) -> Self {
+        Self { redis, keys }
+    }
+
+    /// Publishes `payload` (a JSON text) under `routing_key` with
+    /// `message_id` once the time is `due_ms` (ms since the Unix epoch).
+    /// Idempotent upsert by `id`: scheduling an id again replaces its
+    /// entry and moves its deadline. Wakes sleeping timers when this is now
+    /// the earliest deadline.
+    pub async fn schedule(
+        &self,
+        id: &str,
+        due_ms: i64,
+        routing_key: &str,
+        message_id: &str,
+        payload: &str,
+    ) -> Result<(), RedisError> {
+        let entry = serde_json::json!({
+            "routing_key": routing_key,
+            "message_id": message_id,
+            "payload": payload,
+        })
+        .to_string();
+        let mut conn = self.redis.clone();
+        let _: i64 = SCHEDULE
+            .key(self.keys.timer_due())
+            .key(self.keys.timer_entries())
+            .arg(id)
+            .arg(due_ms)
+            .arg(entry)
+            .arg(self.keys.timer_wake())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the entry `id`; a no-op when there is none (never scheduled,
+    /// cancelled, or fired). An entry a timer is publishing at this very
+    /// moment may still be published once.
+    pub async fn cancel(&self, id: &str) -> Result<(), RedisError> {
+        let mut conn = self.redis.clone();
+        redis::pipe()
+            .atomic()
+            .zrem(self.keys.timer_due(), id)
+            .ignore()
+            .hdel(self.keys.timer_entries(), id)
+            .ignore()
+            .exec_async(&mut conn)
+            .await
+    }
+
+    /// Entries not yet fired, including those being published right now.
+    pub async fn pending(&self) -> Result<u64, RedisError> {
+        let mut conn = self.redis.clone();
+        redis::cmd("ZCARD")
+            .arg(self.keys.timer_due())
+            .query_async(&mut conn)
+            .await
+    }
+}
+
+/// The outcome of one [`claim`].
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Redis' clock when the claim ran, in ms since the Unix epoch.
+    pub now_ms: i64,
+    /// The score every claimed entry now has: `now_ms` + the lease.
+    pub leased_until: i64,
+    /// The earliest score left in the set after the claim (leased entries
+    /// included), if any.
+    pub next_due_ms: Option<i64>,
+    /// Due members looked at; equal to the batch size when more may be due.
+    pub scanned: usize,
+    pub entries: Vec<Claimed>,
+}
+
+/// One claimed entry.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    /// Its due time before the claim re-scored it.
+    pub due_ms: i64,
+    /// The entry JSON, as stored (see [`Entry`]).
+    pub entry: String,
+}
+
+/// Atomically claims up to `batch` due entries for `lease_ms`: until then
+/// no other timer sees them as due. Whoever claims must publish them and
+/// then [`ack`]; if it never does, they are due again when the lease ends.
+pub async fn claim<C>(
+    conn: &mut C,
+    keys: &Keys,
+    batch: usize,
+    lease_ms: u64,
+) -> Result<Claim, RedisError>
+where
+    C: ConnectionLike + Send,
+{
+    type Raw = (i64, i64, Option<i64>, i64, Vec<(String, String, i64)>);
+    let (now_ms, leased_until, next_due_ms, scanned, entries): Raw = CLAIM
+        .key(keys.timer_due())
+        .key(keys.timer_entries())
+        .arg(batch)
+        .arg(lease_ms)
+        .invoke_async(conn)
+        .await?;
+    Ok(Claim {
+        now_ms,
+        leased_until,
+        next_due_ms,
+        scanned: usize::try_from(scanned).unwrap_or(0),
+        entries: entries
+            .into_iter()
+            .map(|(id, entry, due_ms)| Claimed { id, due_ms, entry })
+            .collect(),
+    })
+}
+
+/// Forgets the published entries `ids` claimed with `leased_until`, except
+/// those re-scheduled since. Returns how many were forgotten.
+pub async fn ack<C>(
+    conn: &mut C,
+    keys: &Keys,
+    leased_until: i64,
+    ids: &[String],
+) -> Result<usize, RedisError>
+where
+    C: ConnectionLike + Send,
+{
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    ACK.key(keys.timer_due())
+        .key(keys.timer_entries())
+        .arg(leased_until)
+        .arg(ids)
+        .invoke_async(conn)
+        .await
+}

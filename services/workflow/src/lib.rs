@@ -1,0 +1,289 @@
+//! The workflow service: runs the failover state machine ([`machine`]) over
+//! accepted requests, status events and fired deadlines.
+//!
+//! Each event is handled as: load the workflow's record, apply the pure
+//! transition, write the new record with compare-and-set (retrying on a
+//! lost race against another instance), carry out the effects, then ack.
+//!
+//! **Outbox.** The effects of a transition (send commands, webhook jobs,
+//! deadlines to schedule or cancel) are stored in the record by the same
+//! compare-and-set that stores the new state, and removed once carried
+//! out. A crash between the two leaves them in the record; the event is
+//! redelivered, its transition is now a no-op, and the handler carries out
+//! what is still in the outbox. So a state change never happens without
+//! its effects, and never twice. Every effect is idempotent downstream:
+//! senders skip messages already sent, the timer upserts by id, webhook
+//! jobs carry a stable id. Two instances that both see an unfinished
+//! outbox may both carry it out; that is the only source of duplicates,
+//! and each is absorbed there.
+//!
+//! Work answered 503 by ingest (an `abandoned` marker) is dropped here
+//! before it starts.
+
+pub mod machine;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use dispatch_infra::Config;
+use dispatch_infra::broker::Broker;
+use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
+use dispatch_infra::redis::{Keys, Redis};
+use dispatch_infra::store::{StoreError, Versioned, WorkflowStore};
+use dispatch_model::envelope::Envelope;
+use dispatch_model::record::{Effect, Pending, WorkflowRecord, now_ms};
+use dispatch_timer::Scheduler;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::machine::{Context, Event};
+
+/// Most compare-and-set attempts for one event before it is retried later.
+const MAX_RACES: usize = 32;
+
+/// Runs until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let redis = dispatch_infra::redis::connect(&config)?;
+    let broker = Broker::start(&config, "workflow", shutdown.clone());
+    let keys = Keys::new(&config.redis_prefix);
+    let engine = Arc::new(Engine {
+        store: WorkflowStore::new(redis.clone(), keys.clone(), config.record_ttl_secs),
+        scheduler: Scheduler::new(redis.clone(), keys.clone()),
+        broker: broker.clone(),
+        redis,
+        keys,
+        expiry_unit_ms: config.expiry_time_unit_ms,
+        horizon_ms: config.last_step_horizon_ms,
+        base_url: config.public_base(),
+    });
+    let options = ConsumeOptions::new(broker.topology().workflow_queue(), config.workflow_prefetch);
+    tracing::info!(queue = %options.queue, "workflow service consuming");
+    consume(broker, options, shutdown, move |incoming| {
+        let engine = engine.clone();
+        async move { engine.handle(incoming).await }
+    })
+    .await;
+    Ok(())
+}
+
+struct Engine {
+    store: WorkflowStore,
+    scheduler: Scheduler,
+    broker: Broker,
+    redis: Redis,
+    keys: Keys,
+    expiry_unit_ms: u64,
+    horizon_ms: u64,
+    base_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0} effect(s) could not be carried out")]
+    Effects(usize),
+    #[error("lost {MAX_RACES} compare-and-set races in a row")]
+    Contended,
+}
+
+impl Engine {
+    async fn handle(&self, incoming: Incoming) -> Outcome {
+        let envelope: Envelope = match serde_json::from_slice(&incoming.payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(error = %e, routing_key = %incoming.routing_key, "undecodable event");
+                return Outcome::Reject;
+            }
+        };
+        let (workflow_id, initial) = match &envelope {
+            Envelope::WorkflowAccepted(a) => (a.workflow_id, Some(a)),
+            Envelope::Status(s) => (s.workflow_id, None),
+            Envelope::Deadline(d) => (d.workflow_id, None),
+            Envelope::Send(_) | Envelope::Webhook(_) => {
+                tracing::warn!(routing_key = %incoming.routing_key, "not a workflow event");
+                return Outcome::Reject;
+            }
+        };
+        let event = match &envelope {
+            Envelope::Status(s) => Event::Status(s),
+            Envelope::Deadline(d) => Event::Deadline(d),
+            _ => Event::Start,
+        };
+        let span =
+            tracing::info_span!("workflow.event", workflow_id = %workflow_id, event = kind(&event));
+        let result = async {
+            if initial.is_some() && self.abandoned(workflow_id).await? {
+                tracing::info!("dropping work that ingest answered 503 for");
+                return Ok(());
+            }
+            let initial = initial.map(|a| WorkflowRecord::new(a.clone()));
+            self.step(workflow_id, event, initial).await
+        }
+        .instrument(span.clone())
+        .await;
+        match result {
+            Ok(()) => Outcome::Ack,
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(error = %e, "event not handled; will retry"));
+                Outcome::Retry
+            }
+        }
+    }
+
+    async fn abandoned(&self, id: Uuid) -> Result<bool, redis::RedisError> {
+        let mut conn = self.redis.clone();
+        redis::cmd("EXISTS")
+            .arg(self.keys.abandoned(&id.to_string()))
+            .query_async(&mut conn)
+            .await
+    }
+
+    /// Applies `event` to the stored record (or to `initial()` when none is
+    /// stored yet), then carries out the outbox.
+    async fn step(
+        &self,
+        id: Uuid,
+        event: Event<'_>,
+        initial: Option<WorkflowRecord>,
+    ) -> Result<(), HandleError> {
+        let key = id.to_string();
+        let mut current = None;
+        for _ in 0..MAX_RACES {
+            let Some(Versioned { version, record }) = self.store.load(&key).await?.or_else(|| {
+                initial.clone().map(|record| Versioned {
+                    version: None,
+                    record,
+                })
+            }) else {
+                // Expired, or a status for work we never accepted.
+                tracing::warn!("no record for this workflow; dropping the event");
+                return Ok(());
+            };
+            let ctx = self.context();
+            let Some((mut next, effects)) = machine::apply(&record, event, &ctx) else {
+                current = Some(Versioned { version, record });
+                break;
+            };
+            for effect in effects {
+                next.outbox.push(Pending {
+                    seq: next.next_seq,
+                    effect,
+                });
+                next.next_seq += 1;
+            }
+            if self.store.compare_and_set(&key, version, &next).await? {
+                tracing::debug!(status = ?next.status, step = ?next.current_step, "transition");
+                current = Some(Versioned {
+                    version: Some(version.map_or(1, |v| v + 1)),
+                    record: next,
+                });
+                break;
+            }
+        }
+        let Some(current) = current else {
+            return Err(HandleError::Contended);
+        };
+        if current.record.outbox.is_empty() {
+            return Ok(());
+        }
+        self.drain_outbox(&key, current).await
+    }
+
+    /// Carries out the outbox, then removes what was done.
+    async fn drain_outbox(&self, key: &str, current: Versioned) -> Result<(), HandleError> {
+        let results = futures_util::future::join_all(
+            current
+                .record
+                .outbox
+                .iter()
+                .map(|p| async move { (p.seq, self.carry_out(&p.effect).await) }),
+        )
+        .await;
+        let mut done = HashSet::new();
+        let mut failed = 0;
+        for (seq, result) in results {
+            match result {
+                Ok(()) => {
+                    done.insert(seq);
+                }
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(error = %e, "effect failed");
+                }
+            }
+        }
+        let mut attempt = Some(current);
+        for _ in 0..MAX_RACES {
+            let Some(Versioned {
+                version,
+                mut record,
+            }) = attempt.take()
+            else {
+                match self.store.load(key).await? {
+                    Some(v) => {
+                        attempt = Some(v);
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            let before = record.outbox.len();
+            record.outbox.retain(|p| !done.contains(&p.seq));
+            if record.outbox.len() == before
+                || self.store.compare_and_set(key, version, &record).await?
+            {
+                break;
+            }
+        }
+        if failed > 0 {
+            return Err(HandleError::Effects(failed));
+        }
+        Ok(())
+    }
+
+    async fn carry_out(&self, effect: &Effect) -> anyhow::Result<()> {
+        match effect {
+            Effect::Publish { envelope } => self.broker.publish(envelope).await?,
+            Effect::Schedule {
+                id,
+                due_ms,
+                envelope,
+            } => {
+                let payload = serde_json::to_string(envelope)?;
+                self.scheduler
+                    .schedule(
+                        id,
+                        *due_ms,
+                        &envelope.routing_key(),
+                        &envelope.id(),
+                        &payload,
+                    )
+                    .await?
+            }
+            Effect::Cancel { id } => self.scheduler.cancel(id).await?,
+        }
+        Ok(())
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            now_ms: now_ms(),
+            expiry_unit_ms: self.expiry_unit_ms,
+            horizon_ms: self.horizon_ms,
+            base_url: self.base_url.clone(),
+        }
+    }
+}
+
+fn kind(event: &Event<'_>) -> &'static str {
+    match event {
+        Event::Start => "start",
+        Event::Status(_) => "status",
+        Event::Deadline(_) => "deadline",
+    }
+}

@@ -1,0 +1,169 @@
+//! Matching provider receipts to our messages.
+//!
+//! A provider names a message by its own id, known only once it accepted
+//! the send. The sender records `provider id → (workflow, message)` right
+//! after; a receipt can still arrive first (a fast provider, a slow
+//! sender). Ingest therefore either resolves a receipt or parks it under
+//! the provider id, and the sender, when it records the id, takes whatever
+//! was parked. Both sides are single Lua scripts on the same keys, so a
+//! receipt is either resolved by ingest or handed to the sender: never
+//! both, never neither.
+
+use std::sync::LazyLock;
+
+use dispatch_model::envelope::StatusEvent;
+use dispatch_model::record::{MessageError, MessageStatus, Usage};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::redis::{Keys, Redis};
+
+/// A provider's report about one of its message ids, normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub provider_message_id: String,
+    pub status: MessageStatus,
+    pub at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<MessageError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl Receipt {
+    pub fn into_event(self, target: MessageRef) -> StatusEvent {
+        StatusEvent {
+            workflow_id: target.workflow_id,
+            message_uuid: target.message_uuid,
+            status: self.status,
+            at_ms: self.at_ms,
+            provider_message_id: Some(self.provider_message_id),
+            error: self.error,
+            usage: self.usage,
+        }
+    }
+}
+
+/// Which of our messages a provider id belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef {
+    pub workflow_id: Uuid,
+    pub message_uuid: Uuid,
+}
+
+impl MessageRef {
+    fn encode(&self) -> String {
+        format!("{} {}", self.workflow_id, self.message_uuid)
+    }
+
+    fn decode(raw: &str) -> Option<Self> {
+        let (w, m) = raw.split_once(' ')?;
+        Some(Self {
+            workflow_id: w.parse().ok()?,
+            message_uuid: m.parse().ok()?,
+        })
+    }
+}
+
+/// `KEYS` mapping, parked list; `ARGV` receipt JSON, TTL. Returns the
+/// mapping, or nil after parking the receipt.
+static RESOLVE_OR_PARK: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local target = redis.call('GET', KEYS[1])
+if target then return target end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return false
+",
+    )
+});
+
+/// `KEYS` mapping, parked list, sent marker; `ARGV` mapping value,
+/// provider id, TTL. Records both and returns the parked receipts.
+static RECORD_SENT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+local parked = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return parked
+",
+    )
+});
+
+#[derive(Clone)]
+pub struct Receipts {
+    redis: Redis,
+    keys: Keys,
+    ttl_secs: u64,
+}
+
+impl Receipts {
+    pub fn new(redis: Redis, keys: Keys, ttl_secs: u64) -> Self {
+        Self {
+            redis,
+            keys,
+            ttl_secs,
+        }
+    }
+
+    /// The message `receipt` is about, or `None` when it was parked for
+    /// the sender to pick up.
+    pub async fn resolve_or_park(
+        &self,
+        provider: &str,
+        receipt: &Receipt,
+    ) -> Result<Option<MessageRef>, redis::RedisError> {
+        let json = serde_json::to_string(receipt).unwrap_or_default();
+        let mut conn = self.redis.clone();
+        let target: Option<String> = RESOLVE_OR_PARK
+            .key(
+                self.keys
+                    .provider_message(provider, &receipt.provider_message_id),
+            )
+            .key(
+                self.keys
+                    .parked_receipts(provider, &receipt.provider_message_id),
+            )
+            .arg(json)
+            .arg(self.ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(target.as_deref().and_then(MessageRef::decode))
+    }
+
+    /// Records that the provider accepted `target` as `provider_id`, and
+    /// returns the receipts that arrived before this.
+    pub async fn record_sent(
+        &self,
+        provider: &str,
+        provider_id: &str,
+        target: MessageRef,
+    ) -> Result<Vec<Receipt>, redis::RedisError> {
+        let mut conn = self.redis.clone();
+        let parked: Vec<String> = RECORD_SENT
+            .key(self.keys.provider_message(provider, provider_id))
+            .key(self.keys.parked_receipts(provider, provider_id))
+            .key(self.keys.sent(&target.message_uuid.to_string()))
+            .arg(target.encode())
+            .arg(provider_id)
+            .arg(self.ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(parked
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw).ok())
+            .collect())
+    }
+
+    /// The provider id of a message the provider already accepted.
+    pub async fn sent(&self, message_uuid: Uuid) -> Result<Option<String>, redis::RedisError> {
+        let mut conn = self.redis.clone();
+        redis::cmd("GET")
+            .arg(self.keys.sent(&message_uuid.to_string()))
+            .query_async(&mut conn)
+            .await
+    }
+}

@@ -1,0 +1,98 @@
+//! Workflow records in Redis, changed only by compare-and-set.
+//!
+//! A record is a hash `{v, r}`: a version number and the record's JSON.
+//! Every write names the version it read; the write happens only if the
+//! version is still that one, and bumps it. Two workflow instances (or a
+//! redelivered event) racing on one workflow therefore never both win: the
+//! loser reloads and re-applies its event to the winner's state. Comparing
+//! a small version instead of the whole JSON keeps each write to one copy
+//! of the record on the wire.
+
+use std::sync::LazyLock;
+
+use dispatch_model::record::WorkflowRecord;
+
+use crate::redis::{Keys, Redis};
+
+/// `KEYS[1]` record; `ARGV` expected version (`""` = absent), JSON, TTL.
+/// Returns 1 when written.
+static CAS: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local v = redis.call('HGET', KEYS[1], 'v')
+if (v or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'r', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// A record and the version it was read at (`None`: not stored yet).
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub version: Option<u64>,
+    pub record: WorkflowRecord,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored record is not valid: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+#[derive(Clone)]
+pub struct WorkflowStore {
+    redis: Redis,
+    keys: Keys,
+    ttl_secs: u64,
+}
+
+impl WorkflowStore {
+    pub fn new(redis: Redis, keys: Keys, ttl_secs: u64) -> Self {
+        Self {
+            redis,
+            keys,
+            ttl_secs,
+        }
+    }
+
+    pub async fn load(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
+        let mut conn = self.redis.clone();
+        let (version, raw): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.workflow(id))
+            .arg("v")
+            .arg("r")
+            .query_async(&mut conn)
+            .await?;
+        match (version, raw) {
+            (Some(version), Some(raw)) => Ok(Some(Versioned {
+                version: Some(version),
+                record: serde_json::from_str(&raw)?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes `record` if the stored version is still `expected`; `false`
+    /// when another writer got there first.
+    pub async fn compare_and_set(
+        &self,
+        id: &str,
+        expected: Option<u64>,
+        record: &WorkflowRecord,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(record)?;
+        let mut conn = self.redis.clone();
+        let written: i64 = CAS
+            .key(self.keys.workflow(id))
+            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .arg(json)
+            .arg(self.ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(written == 1)
+    }
+}

@@ -1,0 +1,384 @@
+//! End to end: accepted work goes through RabbitMQ and Redis across the
+//! workflow service, the senders, the timer and the provider simulator.
+//! Each case asserts the sends the simulator saw and the final state.
+
+mod system;
+
+use std::time::Duration;
+
+use dispatch_provider_sim::behaviour::{Behaviour, Delivery};
+use dispatch_provider_sim::control::Outcome as SimOutcome;
+use serde_json::json;
+use system::{EXPIRY_UNIT_MS, System, step};
+
+/// Milliseconds since the epoch of an ISO timestamp in a view.
+fn millis(value: &serde_json::Value) -> i64 {
+    let text = value.as_str().unwrap_or_default();
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or_default()
+}
+
+/// Accepted sends to `to`.
+fn accepted(sys: &System, to: &str) -> usize {
+    sys.sim
+        .sends_to(to)
+        .iter()
+        .filter(|s| s.outcome == SimOutcome::Accepted)
+        .count()
+}
+
+#[tokio::test]
+async fn delivered_in_time_completes_without_the_next_channel() {
+    let sys = System::start().await;
+    let id = sys
+        .dispatch(vec![
+            step("whatsapp", "447700100100", Some((600, "delivered"))),
+            step("sms", "447700100200", None),
+        ])
+        .await;
+    let report = sys.final_report(id).await;
+    assert_eq!(report["status"], "completed");
+    assert_eq!(accepted(&sys, "447700100100"), 1);
+    assert!(sys.sim.sends_to("447700100200").is_empty(), "no SMS sent");
+    assert_eq!(report["usage"]["price"], "0.015");
+    assert_eq!(
+        report["_links"]["messages"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let view = sys.get(&format!("/v0.1/dispatch/{id}")).await;
+    assert_eq!(view["status"], "completed");
+    assert_eq!(view["current_step"], 0);
+    assert_eq!(view["messages"][0]["status"], "delivered");
+    assert!(view["messages"][0]["timestamps"]["submitted"].is_string());
+    assert!(view["messages"][1].get("sent_at").is_none());
+    let first = view["messages"][0]["message_uuid"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(sys.statuses(first), ["submitted", "delivered"]);
+    let message = sys.get(&format!("/v0.1/messages/{first}")).await;
+    assert_eq!(message["status"], "delivered");
+    assert_eq!(
+        message["_links"]["workflow"]["dispatch_uuid"],
+        id.to_string()
+    );
+}
+
+#[tokio::test]
+async fn never_delivered_fails_over_after_expiry_time() {
+    let sys = System::start().await;
+    let id = sys
+        .dispatch(vec![
+            step("viber_service_msg", "447700200103", Some((15, "delivered"))),
+            step("sms", "447700200200", None),
+        ])
+        .await;
+    let report = sys.final_report(id).await;
+    assert_eq!(report["status"], "completed");
+    let viber = sys.sim.sends_to("447700200103");
+    let sms = sys.sim.sends_to("447700200200");
+    assert_eq!((viber.len(), sms.len()), (1, 1));
+    let view = sys.get(&format!("/v0.1/dispatch/{id}")).await;
+    // The expiry runs from the first step's start (its send command).
+    let started = millis(&view["messages"][0]["sent_at"]);
+    let expiry = 15 * EXPIRY_UNIT_MS as i64;
+    let waited = sms[0].at_ms - started;
+    assert!(
+        waited >= expiry,
+        "SMS after {waited} ms, before the {expiry} ms expiry"
+    );
+    assert!(millis(&view["messages"][0]["expired_at"]) >= started + expiry);
+    assert_eq!(view["current_step"], 1);
+    assert_eq!(view["messages"][0]["status"], "submitted");
+    assert!(view["messages"][0]["expired_at"].is_string());
+    assert_eq!(view["messages"][1]["status"], "delivered");
+}
+
+#[tokio::test]
+async fn rejected_at_submit_fails_over_at_once() {
+    let sys = System::start().await;
+    let id = sys
+        .dispatch(vec![
+            step("whatsapp", "447700300102", Some((600, "delivered"))),
+            step("sms", "447700300200", None),
+        ])
+        .await;
+    let report = sys.final_report(id).await;
+    assert_eq!(report["status"], "completed");
+    let whatsapp = sys.sim.sends_to("447700300102");
+    let sms = sys.sim.sends_to("447700300200");
+    assert_eq!(whatsapp[0].outcome, SimOutcome::Rejected);
+    assert_eq!(sms.len(), 1);
+    // Far sooner than the 12 s expiry.
+    assert!(sms[0].at_ms - whatsapp[0].at_ms < 5_000);
+    let view = sys.get(&format!("/v0.1/dispatch/{id}")).await;
+    assert_eq!(view["messages"][0]["status"], "rejected");
+    assert_eq!(view["messages"][0]["error"]["code"], 1300);
+    let statuses: Vec<_> = report["_links"]["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["status"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(statuses, [json!("rejected"), json!("delivered")]);
+}
+
+#[tokio::test]
+async fn read_condition_is_met_by_read_and_not_by_delivery() {
+    let sys = System::start().await;
+    // `01`: delivered, then read.
+    let read = sys
+        .dispatch(vec![
+            step("whatsapp", "447700400101", Some((600, "read"))),
+            step("sms", "447700400200", None),
+        ])
+        .await;
+    // `00`: delivered only.
+    let unread = sys
+        .dispatch(vec![
+            step("whatsapp", "447700400300", Some((15, "read"))),
+            step("sms", "447700400400", None),
+        ])
+        .await;
+    assert_eq!(sys.final_report(read).await["status"], "completed");
+    assert!(sys.sim.sends_to("447700400200").is_empty());
+    assert_eq!(sys.final_report(unread).await["status"], "completed");
+    assert_eq!(
+        accepted(&sys, "447700400400"),
+        1,
+        "SMS after a mere delivery"
+    );
+    let view = sys.get(&format!("/v0.1/dispatch/{unread}")).await;
+    assert_eq!(view["messages"][0]["status"], "delivered");
+    assert_eq!(view["messages"][1]["status"], "delivered");
+}
+
+#[tokio::test]
+async fn three_failing_steps_end_in_error_with_usage_summed() {
+    let sys = System::start().await;
+    // Delivered but never read (priced), twice; then undeliverable.
+    let id = sys
+        .dispatch(vec![
+            step("whatsapp", "447700500100", Some((15, "read"))),
+            step("viber_service_msg", "447700500200", Some((15, "read"))),
+            step("sms", "447700500304", None),
+        ])
+        .await;
+    let report = sys.final_report(id).await;
+    assert_eq!(report["status"], "error");
+    // whatsapp 0.0150 + viber 0.0120; the undeliverable SMS is free.
+    assert_eq!(report["usage"]["price"], "0.027");
+    let statuses: Vec<_> = report["_links"]["messages"]
+        .as_array()
+        .map(|m| m.iter().map(|m| m["status"].clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        statuses,
+        [
+            json!("delivered"),
+            json!("delivered"),
+            json!("undeliverable")
+        ]
+    );
+    for to in ["447700500100", "447700500200", "447700500304"] {
+        assert_eq!(accepted(&sys, to), 1, "{to}");
+    }
+    let view = sys.get(&format!("/v0.1/dispatch/{id}")).await;
+    assert_eq!(view["status"], "error");
+    assert_eq!(view["messages"][2]["error"]["code"], 1330);
+}
+
+#[tokio::test]
+async fn a_late_status_for_an_earlier_step_is_reported_without_changing_the_outcome() {
+    let sys = System::start().await;
+    // Viber delivers at 900 ms, long after its 300 ms expiry.
+    sys.sim.set(
+        "447700600100",
+        Behaviour {
+            delay_ms: Some(900),
+            ..Behaviour::default()
+        },
+    );
+    let id = sys
+        .dispatch(vec![
+            step("viber_service_msg", "447700600100", Some((15, "delivered"))),
+            step("sms", "447700600200", None),
+        ])
+        .await;
+    let report = sys.final_report(id).await;
+    assert_eq!(report["status"], "completed");
+    assert_eq!(report["_links"]["messages"][0]["status"], "submitted");
+    let viber = sys.get(&format!("/v0.1/dispatch/{id}")).await["messages"][0]["message_uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let late = sys
+        .eventually(Duration::from_secs(10), || {
+            sys.statuses(&viber)
+                .contains(&"delivered".to_owned())
+                .then_some(())
+        })
+        .await;
+    assert!(late.is_some(), "the late delivery is reported");
+    let view = sys.get(&format!("/v0.1/dispatch/{id}")).await;
+    assert_eq!(view["status"], "completed");
+    assert_eq!(view["current_step"], 1);
+    assert_eq!(view["messages"][0]["status"], "delivered");
+    assert_eq!(view["usage"]["price"], "0.0453", "both messages counted");
+    assert_eq!(sys.final_reports(id).len(), 1);
+}
+
+#[tokio::test]
+async fn transient_provider_failures_are_retried_without_duplicates() {
+    let sys = System::start().await;
+    // `05`: 503, 503, then accepted and delivered.
+    let id = sys
+        .message(json!({
+            "to": {"type": "sms", "number": "447700700105"},
+            "from": {"type": "sms", "number": "447700900999"},
+            "message": {"content": {"type": "text", "text": "Hi"}},
+            "client_ref": "retry-me",
+        }))
+        .await;
+    let message = sys
+        .eventually(Duration::from_secs(10), || {
+            let statuses = sys.statuses(&id.to_string());
+            statuses
+                .contains(&"delivered".to_owned())
+                .then_some(statuses)
+        })
+        .await
+        .expect("delivered");
+    assert_eq!(message, ["submitted", "delivered"]);
+    let outcomes: Vec<_> = sys
+        .sim
+        .sends_to("447700700105")
+        .iter()
+        .map(|s| s.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            SimOutcome::Unavailable,
+            SimOutcome::Unavailable,
+            SimOutcome::Accepted
+        ]
+    );
+    let view = sys.get(&format!("/v0.1/messages/{id}")).await;
+    assert_eq!(view["status"], "delivered");
+    assert_eq!(view["client_ref"], "retry-me");
+    assert_eq!(view["usage"]["price"], "0.0333");
+    assert!(view["_links"].get("workflow").is_none());
+    // A plain message has no final report.
+    assert!(sys.final_reports(id).is_empty());
+}
+
+#[tokio::test]
+async fn killed_workflow_processes_leave_every_workflow_ending_once() {
+    let sys = System::start_with(false).await;
+    let mut first = sys.workflow_process();
+    let mut second = sys.workflow_process();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let delay = Behaviour {
+            delay_ms: Some(50 + (i % 5) * 40),
+            delivery: if i % 3 == 0 {
+                Delivery::None
+            } else {
+                Delivery::Delivered
+            },
+            ..Behaviour::default()
+        };
+        let to = format!("4477008{i:05}");
+        let fallback = format!("4477009{i:05}");
+        sys.sim.set(&to, delay);
+        sys.sim.set(&fallback, Behaviour::default());
+        ids.push(
+            sys.dispatch(vec![
+                step("whatsapp", &to, Some((15, "delivered"))),
+                step("sms", &fallback, None),
+            ])
+            .await,
+        );
+    }
+    // Kill one instance mid-run, hard, and start a replacement.
+    sys.eventually(Duration::from_secs(15), || {
+        (ids.iter()
+            .filter(|id| !sys.final_reports(**id).is_empty())
+            .count()
+            >= 5)
+            .then_some(())
+    })
+    .await
+    .expect("some workflows finish");
+    first.kill().await.expect("kill -9");
+    let mut third = sys.workflow_process();
+
+    for id in &ids {
+        let report = sys.final_report(*id).await;
+        assert_eq!(report["status"], "completed", "{id}");
+        assert_eq!(sys.final_reports(*id).len(), 1, "{id}: one final report");
+    }
+    for i in 0..40 {
+        let whatsapp = accepted(&sys, &format!("4477008{i:05}"));
+        let sms = accepted(&sys, &format!("4477009{i:05}"));
+        assert_eq!(whatsapp, 1, "step 1 of workflow {i} sent once");
+        // A delivery held up by the kill may come after the expiry, so
+        // a delivered first step may still fail over; never twice.
+        let expected = if i % 3 == 0 { 1..=1 } else { 0..=1 };
+        assert!(
+            expected.contains(&sms),
+            "step 2 of workflow {i} sent {sms} times"
+        );
+    }
+    let _ = second.kill().await;
+    let _ = third.kill().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_send_command_does_not_call_the_provider_again() {
+    use dispatch_infra::broker::Broker;
+    use dispatch_model::envelope::{Envelope, SendCommand};
+
+    let sys = System::start().await;
+    let to = "447700110000";
+    let message = json!({
+        "to": {"type": "sms", "number": to},
+        "from": {"type": "sms", "number": "447700900999"},
+        "message": {"content": {"type": "text", "text": "Once"}},
+    });
+    let id = sys.message(message.clone()).await;
+    sys.eventually(Duration::from_secs(10), || {
+        sys.statuses(&id.to_string())
+            .contains(&"delivered".to_owned())
+            .then_some(())
+    })
+    .await
+    .expect("delivered");
+
+    // The same command again, as the broker would redeliver it.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let broker = Broker::start(&sys.config, "test", shutdown.clone());
+    assert!(broker.wait_ready(Duration::from_secs(10)).await);
+    let command = SendCommand {
+        workflow_id: id,
+        message_uuid: id,
+        channel: dispatch_model::Channel::Sms,
+        account: "ignored".into(),
+        application_id: None,
+        message: serde_json::from_value(message).expect("message"),
+    };
+    for _ in 0..2 {
+        broker
+            .publish(&Envelope::Send(Box::new(command.clone())))
+            .await
+            .expect("published");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    assert_eq!(
+        sys.sim.sends_to(to).len(),
+        1,
+        "the provider was called once"
+    );
+    assert_eq!(sys.statuses(&id.to_string()), ["submitted", "delivered"]);
+}

@@ -1,0 +1,294 @@
+//! The whole system for one test: the provider simulator, ingest, workflow,
+//! senders for every channel and the timer, each with its own connections
+//! as if in its own process, against the real RabbitMQ and Redis named by
+//! `DISPATCH_AMQP_URL` / `DISPATCH_REDIS_URL`, under a fresh prefix.
+//!
+//! Webhook jobs are collected from the `webhooks` queue (no notifier yet).
+//! Time is shrunk through configuration, not sleeps: one unit of
+//! `expiry_time` is 20 ms, so the spec's minimum of 15 is 300 ms.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dispatch_infra::Config;
+use dispatch_infra::broker::Broker;
+use dispatch_infra::consume::{ConsumeOptions, Outcome, consume};
+use dispatch_model::envelope::{Envelope, WebhookJob, WebhookKind};
+use dispatch_provider_sim::Control;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const EXPIRY_UNIT_MS: u64 = 20;
+
+pub struct System {
+    pub config: Config,
+    pub url: String,
+    pub sim: Control,
+    client: reqwest::Client,
+    api_key: String,
+    api_secret: String,
+    webhooks: Arc<Mutex<Vec<WebhookJob>>>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn test_config() -> Config {
+    let tag = Uuid::new_v4().simple().to_string();
+    let mut config = Config::load(None).expect("config from the environment");
+    config.http_addr = "127.0.0.1:0".parse().expect("addr");
+    config.simulator_addr = "127.0.0.1:0".parse().expect("addr");
+    config.public_url = None;
+    config.redis_prefix = format!("test-{tag}");
+    config.amqp_prefix = format!("test-{tag}");
+    config.expiry_time_unit_ms = EXPIRY_UNIT_MS;
+    config.last_step_horizon_ms = 5_000;
+    config.simulator_delay_ms = 20;
+    config.sender_retry_base_ms = 20;
+    config
+}
+
+impl System {
+    /// Everything in this process.
+    pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// Everything but the workflow service when `workflow` is false (the
+    /// test runs it as processes).
+    pub async fn start_with(workflow: bool) -> Self {
+        static TELEMETRY: std::sync::OnceLock<dispatch_infra::telemetry::Telemetry> =
+            std::sync::OnceLock::new();
+        TELEMETRY.get_or_init(|| {
+            dispatch_infra::telemetry::init_with_default_level("dispatch-test", "warn")
+        });
+        let shutdown = CancellationToken::new();
+        let mut config = test_config();
+
+        let sim = dispatch_provider_sim::spawn(&config, shutdown.clone())
+            .await
+            .expect("simulator starts");
+        config.simulator_url = format!("http://{}", sim.addr);
+        // Ingest first: its address is where the simulator calls back.
+        let ingest = dispatch_ingest::spawn(config.clone(), shutdown.clone())
+            .await
+            .expect("ingest starts");
+        let url = format!("http://{}", ingest.addr);
+        config.public_url = Some(url.clone());
+
+        if workflow {
+            tokio::spawn(dispatch_workflow::run(config.clone(), shutdown.clone()));
+        }
+        tokio::spawn(dispatch_sender::run(
+            config.clone(),
+            dispatch_model::Channel::ALL.to_vec(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(dispatch_timer::run(config.clone(), shutdown.clone()));
+
+        let broker = Broker::start(&config, "test", shutdown.clone());
+        assert!(
+            broker.wait_ready(Duration::from_secs(10)).await,
+            "RabbitMQ reachable"
+        );
+        assert!(
+            ingest
+                .state
+                .broker
+                .wait_ready(Duration::from_secs(10))
+                .await
+        );
+        let webhooks = Arc::new(Mutex::new(Vec::new()));
+        let sink = webhooks.clone();
+        let options = ConsumeOptions::new(broker.topology().webhooks_queue(), 200);
+        tokio::spawn(consume(
+            broker,
+            options,
+            shutdown.clone(),
+            move |incoming| {
+                let sink = sink.clone();
+                async move {
+                    if let Ok(Envelope::Webhook(job)) = serde_json::from_slice(&incoming.payload) {
+                        sink.lock().expect("lock").push(job);
+                    }
+                    Outcome::Ack
+                }
+            },
+        ));
+
+        let credentials =
+            dispatch_ingest::accounts::create(&mut ingest.state.redis(), &ingest.state.keys, 0)
+                .await
+                .expect("account");
+        System {
+            config,
+            url,
+            sim: sim.control,
+            client: reqwest::Client::new(),
+            api_key: credentials.api_key,
+            api_secret: credentials.api_secret,
+            webhooks,
+            shutdown,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .basic_auth(&self.api_key, Some(&self.api_secret))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("JSON");
+        assert_eq!(status, 202, "{body}");
+        body
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .basic_auth(&self.api_key, Some(&self.api_secret))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        response.json().await.expect("JSON")
+    }
+
+    /// Posts a failover workflow; returns its dispatch uuid.
+    pub async fn dispatch(&self, steps: Vec<Value>) -> Uuid {
+        let body = self
+            .post(
+                "/v0.1/dispatch",
+                &json!({"template": "failover", "workflow": steps}),
+            )
+            .await;
+        body["dispatch_uuid"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("dispatch_uuid")
+    }
+
+    pub async fn message(&self, message: Value) -> Uuid {
+        let body = self.post("/v0.1/messages", &message).await;
+        body["message_uuid"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("message_uuid")
+    }
+
+    pub fn webhooks(&self) -> Vec<WebhookJob> {
+        self.webhooks.lock().expect("lock").clone()
+    }
+
+    /// Final report jobs of `id`, one per distinct webhook id.
+    pub fn final_reports(&self, id: Uuid) -> Vec<Value> {
+        let mut seen = HashMap::new();
+        for job in self.webhooks() {
+            if job.kind == WebhookKind::FinalReport && job.workflow_id == id {
+                seen.entry(job.webhook_id).or_insert(job.body);
+            }
+        }
+        seen.into_values().collect()
+    }
+
+    /// The statuses reported for `message_uuid`, in arrival order.
+    pub fn statuses(&self, message_uuid: &str) -> Vec<String> {
+        self.webhooks()
+            .into_iter()
+            .filter(|j| j.kind == WebhookKind::MessageStatus)
+            .filter(|j| j.body["message_uuid"] == message_uuid)
+            .filter_map(|j| j.body["status"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits for the one final report of `id`.
+    pub async fn final_report(&self, id: Uuid) -> Value {
+        self.eventually(Duration::from_secs(15), || {
+            self.final_reports(id).into_iter().next()
+        })
+        .await
+        .unwrap_or_else(|| panic!("no final report for {id}"))
+    }
+
+    pub async fn eventually<T>(
+        &self,
+        timeout: Duration,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(found) = f() {
+                return Some(found);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `dispatch workflow` as a child process with this system's settings.
+    pub fn workflow_process(&self) -> tokio::process::Child {
+        let c = &self.config;
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .arg("workflow")
+            .env("DISPATCH_AMQP_URL", &c.amqp_url)
+            .env("DISPATCH_REDIS_URL", &c.redis_url)
+            .env("DISPATCH_AMQP_PREFIX", &c.amqp_prefix)
+            .env("DISPATCH_REDIS_PREFIX", &c.redis_prefix)
+            .env("DISPATCH_PUBLIC_URL", &self.url)
+            .env(
+                "DISPATCH_EXPIRY_TIME_UNIT_MS",
+                c.expiry_time_unit_ms.to_string(),
+            )
+            .env(
+                "DISPATCH_LAST_STEP_HORIZON_MS",
+                c.last_step_horizon_ms.to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dispatch workflow starts")
+    }
+}
+
+/// One workflow step on `channel` to `to`, failing over after
+/// `expiry_time` units unless `condition` is met.
+pub fn step(channel: &str, to: &str, failover: Option<(u64, &str)>) -> Value {
+    let address = |number: &str| match channel {
+        "messenger" => json!({"type": channel, "id": number}),
+        _ => json!({"type": channel, "number": number}),
+    };
+    let from = match channel {
+        "sms" | "mms" => address("447700900999"),
+        "viber_service_msg" => json!({"type": channel, "id": "12345"}),
+        "messenger" => json!({"type": channel, "id": "page-1"}),
+        _ => address("447700900999"),
+    };
+    let content = match channel {
+        "mms" => json!({"type": "image", "image": {"url": "https://example.com/a.jpg"}}),
+        _ => json!({"type": "text", "text": "Hello"}),
+    };
+    let mut step = json!({
+        "to": address(to),
+        "from": from,
+        "message": {"content": content},
+    });
+    if let Some((expiry_time, condition)) = failover {
+        step["failover"] = json!({"expiry_time": expiry_time, "condition_status": condition});
+    }
+    step
+}
