@@ -129,15 +129,28 @@ where
 /// Every service on one runtime; when one stops with an error, the others
 /// are stopped too.
 async fn all(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    // One RabbitMQ connection (one I/O thread) and one Redis connection for
+    // every service.
+    let c = dispatch_infra::Connections::open(&config, "all")?;
     let mut services = tokio::task::JoinSet::new();
-    services.spawn(dispatch_ingest::run(config.clone(), shutdown.clone()));
-    services.spawn(dispatch_workflow::run(config.clone(), shutdown.clone()));
-    services.spawn(dispatch_sender::run(
+    services.spawn(dispatch_ingest::run_with(
         config.clone(),
-        Channel::ALL.to_vec(),
+        c.clone(),
         shutdown.clone(),
     ));
-    services.spawn(dispatch_timer::run(config, shutdown.clone()));
+    services.spawn(dispatch_workflow::run_with(
+        config.clone(),
+        c.clone(),
+        shutdown.clone(),
+    ));
+    services.spawn(dispatch_sender::run_with(
+        config.clone(),
+        Channel::ALL.to_vec(),
+        c.clone(),
+        shutdown.clone(),
+    ));
+    services.spawn(dispatch_timer::run_with(config, c, shutdown.clone()));
     let mut result = Ok(());
     while let Some(done) = services.join_next().await {
         let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);

@@ -32,6 +32,8 @@ pub fn test_config() -> Config {
     config.public_url = None;
     config.redis_prefix = format!("test-{tag}");
     config.amqp_prefix = format!("test-{tag}");
+    // Queues of finished tests go away by themselves.
+    config.amqp_queue_expires_ms = Some(60_000);
     config.publish_timeout_ms = 2_000;
     config
 }

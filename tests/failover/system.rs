@@ -48,6 +48,8 @@ pub fn test_config() -> Config {
     config.public_url = None;
     config.redis_prefix = format!("test-{tag}");
     config.amqp_prefix = format!("test-{tag}");
+    // Queues of finished tests go away by themselves.
+    config.amqp_queue_expires_ms = Some(60_000);
     config.expiry_time_unit_ms = EXPIRY_UNIT_MS;
     config.last_step_horizon_ms = 5_000;
     config.simulator_delay_ms = 20;
@@ -248,6 +250,10 @@ impl System {
             .env("DISPATCH_REDIS_URL", &c.redis_url)
             .env("DISPATCH_AMQP_PREFIX", &c.amqp_prefix)
             .env("DISPATCH_REDIS_PREFIX", &c.redis_prefix)
+            .env(
+                "DISPATCH_AMQP_QUEUE_EXPIRES_MS",
+                c.amqp_queue_expires_ms.unwrap_or_default().to_string(),
+            )
             .env("DISPATCH_PUBLIC_URL", &self.url)
             .env(
                 "DISPATCH_EXPIRY_TIME_UNIT_MS",

@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use dispatch_infra::Config;
-use dispatch_infra::broker::Broker;
 use dispatch_infra::redis::Keys;
+use dispatch_infra::{Config, Connections};
 use dispatch_model::Limits;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -80,9 +79,19 @@ pub struct Running {
 /// start-up fail), binds `config.http_addr` and serves in the background.
 pub async fn spawn(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     config.validate()?;
-    let redis =
-        dispatch_infra::redis::connect(&config).map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
-    let broker = Broker::start(&config, "ingest", shutdown.clone());
+    let connections =
+        Connections::open(&config, "ingest").map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
+    spawn_with(config, connections, shutdown).await
+}
+
+/// [`spawn`] on connections shared with other services.
+pub async fn spawn_with(
+    config: Config,
+    connections: Connections,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let redis = connections.redis.clone();
+    let broker = connections.broker.clone();
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("http_addr: cannot listen on {}: {e}", config.http_addr))?;
@@ -119,9 +128,11 @@ pub async fn spawn(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let app = router(state.clone());
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
+            .await;
+        drop(connections);
+        served
     });
     tracing::info!(%addr, "ingest listening");
     Ok(Running { addr, state, task })
@@ -129,7 +140,18 @@ pub async fn spawn(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
 /// Serves until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let running = spawn(config, shutdown).await?;
+    let connections =
+        Connections::open(&config, "ingest").map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
+    run_with(config, connections, shutdown).await
+}
+
+/// [`run`] on connections shared with other services.
+pub async fn run_with(
+    config: Config,
+    connections: Connections,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let running = spawn_with(config, connections, shutdown).await?;
     if !running
         .state
         .broker

@@ -29,12 +29,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatch_infra::Config;
 use dispatch_infra::broker::Broker;
 use dispatch_infra::config::ProviderSettings;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::receipts::{MessageRef, Receipts};
 use dispatch_infra::redis::{Keys, Redis};
+use dispatch_infra::{Config, Connections};
 use dispatch_model::Channel;
 use dispatch_model::envelope::{Envelope, SendCommand, StatusEvent};
 use dispatch_model::record::{MessageError, MessageStatus, now_ms};
@@ -54,6 +54,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let connections = Connections::open(&config, "sender")?;
+    run_with(config, channels, connections, shutdown).await
+}
+
+/// [`run`] on connections shared with other services.
+pub async fn run_with(
+    config: Config,
+    channels: Vec<Channel>,
+    connections: Connections,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     anyhow::ensure!(!channels.is_empty(), "no channel to send on");
     if config.uses_simulator() {
         tracing::warn!(
@@ -61,8 +72,8 @@ pub async fn run(
             "the provider simulator is a configured provider: messages will not reach real users"
         );
     }
-    let redis = dispatch_infra::redis::connect(&config)?;
-    let broker = Broker::start(&config, "sender", shutdown.clone());
+    let redis = connections.redis.clone();
+    let broker = connections.broker.clone();
     let keys = Keys::new(&config.redis_prefix);
     let sender = Arc::new(Sender {
         receipts: Receipts::new(redis.clone(), keys.clone(), config.record_ttl_secs),
@@ -112,6 +123,8 @@ struct Sender {
 enum HandleError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("unexpected redis reply: {0}")]
+    Reply(#[from] redis::ParsingError),
     #[error("publish: {0}")]
     Publish(#[from] dispatch_infra::broker::PublishError),
     #[error("another sender is sending this message")]
@@ -155,28 +168,54 @@ impl Sender {
             workflow_id: command.workflow_id,
             message_uuid: command.message_uuid,
         };
-        if let Some(provider_id) = self.receipts.sent(command.message_uuid).await? {
-            tracing::info!(%provider_id, "already sent; reporting it again");
-            return self.report_submitted(target, provider_id).await;
-        }
+        // One round trip: already sent?, take the lock, and where to send.
         let lock = self.keys.send_lock(&command.message_uuid.to_string());
         let lock_ms = self.config.provider_timeout_ms.saturating_mul(2) + 5_000;
-        let mut conn = self.redis.clone();
-        let locked: bool = redis::cmd("SET")
+        let channel = command.channel.as_str();
+        let mut pipe = redis::pipe();
+        pipe.get(self.keys.sent(&command.message_uuid.to_string()));
+        pipe.cmd("SET")
             .arg(&lock)
             .arg(1)
             .arg("NX")
             .arg("PX")
-            .arg(lock_ms)
-            .query_async(&mut conn)
-            .await?;
+            .arg(lock_ms);
+        if let Some(app) = command.application_id {
+            pipe.hget(self.keys.providers(&app.to_string()), channel);
+        }
+        pipe.hget(self.keys.providers(&command.account), channel);
+        let mut conn = self.redis.clone();
+        let (sent, locked, settings): (Option<String>, bool, Vec<Option<String>>) = {
+            let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let settings = values.split_off(2.min(values.len()));
+            let mut values = values.into_iter();
+            let sent = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+            let locked = redis::from_redis_value::<Option<String>>(
+                values.next().unwrap_or(redis::Value::Nil),
+            )?
+            .is_some();
+            let settings = settings
+                .into_iter()
+                .map(redis::from_redis_value)
+                .collect::<Result<_, _>>()?;
+            (sent, locked, settings)
+        };
+        if let Some(provider_id) = sent {
+            tracing::info!(%provider_id, "already sent; reporting it again");
+            return self.report_submitted(target, provider_id).await;
+        }
         if !locked {
             return Err(HandleError::Busy);
         }
+        let settings = self.settings(command, settings);
         let result = self
-            .send_locked(command, target, limiter, &lock, lock_ms)
+            .send_locked(command, target, settings, limiter, &lock, lock_ms)
             .await;
-        let _: Result<(), _> = redis::cmd("DEL").arg(&lock).exec_async(&mut conn).await;
+        if result.is_err() {
+            // Let a redelivery try again at once. After a success the
+            // lock just expires: the `sent` record answers first.
+            let _: Result<(), _> = redis::cmd("DEL").arg(&lock).exec_async(&mut conn).await;
+        }
         result
     }
 
@@ -184,11 +223,11 @@ impl Sender {
         &self,
         command: &SendCommand,
         target: MessageRef,
+        settings: ProviderSettings,
         limiter: Option<&DefaultDirectRateLimiter>,
         lock: &str,
         lock_ms: u64,
     ) -> Result<(), HandleError> {
-        let settings = self.settings(command).await?;
         let provider = self.providers.get(settings.kind);
         let mut attempt = 1;
         let outcome = loop {
@@ -253,21 +292,9 @@ impl Sender {
         }
     }
 
-    /// The provider for this message: the application's, else the
-    /// account's, else the configured default.
-    async fn settings(&self, command: &SendCommand) -> Result<ProviderSettings, HandleError> {
-        let channel = command.channel.as_str();
-        let mut scopes = Vec::with_capacity(2);
-        if let Some(app) = command.application_id {
-            scopes.push(app.to_string());
-        }
-        scopes.push(command.account.clone());
-        let mut pipe = redis::pipe();
-        for scope in &scopes {
-            pipe.hget(self.keys.providers(scope), channel);
-        }
-        let mut conn = self.redis.clone();
-        let found: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+    /// The provider for this message: the application's setting, else the
+    /// account's (`found`, in that order), else the configured default.
+    fn settings(&self, command: &SendCommand, found: Vec<Option<String>>) -> ProviderSettings {
         let configured = found.into_iter().flatten().find_map(|raw| {
             match serde_json::from_str::<ProviderSettings>(&raw) {
                 Ok(settings) => Some(settings),
@@ -277,7 +304,7 @@ impl Sender {
                 }
             }
         });
-        Ok(configured.unwrap_or_else(|| self.config.default_provider(command.channel)))
+        configured.unwrap_or_else(|| self.config.default_provider(command.channel))
     }
 
     async fn report_submitted(

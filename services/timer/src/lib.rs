@@ -77,9 +77,9 @@ mod wake;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dispatch_infra::Config;
 use dispatch_infra::broker::{Broker, PublishError};
 use dispatch_infra::redis::{Keys, Redis};
+use dispatch_infra::{Config, Connections};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +102,18 @@ const ACK_ATTEMPTS: u32 = 3;
 /// finish (each publish is bounded by `publish_timeout_ms`), then closes
 /// the broker connection.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let redis = dispatch_infra::redis::connect(&config)?;
+    let connections = Connections::open(&config, "timer")?;
+    run_with(config, connections, shutdown).await
+}
+
+/// [`run`] on connections shared with other services.
+pub async fn run_with(
+    config: Config,
+    connections: Connections,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let redis = connections.redis.clone();
+    let broker = connections.broker.clone();
     let keys = Keys::new(&config.redis_prefix);
     if config.timer_lease_ms <= config.publish_timeout_ms {
         tracing::warn!(
@@ -111,10 +122,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "timer_lease_ms is not above publish_timeout_ms: a slow publish may fire twice"
         );
     }
-    // The broker outlives `shutdown` until the rounds in flight are done.
-    let broker_shutdown = CancellationToken::new();
-    let _stop_broker = broker_shutdown.clone().drop_guard();
-    let broker = Broker::start(&config, "timer", broker_shutdown);
+    // `connections` (and so the broker) outlives `shutdown` until the
+    // rounds in flight are done.
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(wake::listen(
         config.redis_url.clone(),
@@ -139,6 +148,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     timer.run(&shutdown).await;
     let _ = listener.await;
+    drop(connections);
     tracing::info!("timer stopped");
     Ok(())
 }

@@ -7,8 +7,8 @@
 //!
 //! **Outbox.** The effects of a transition (send commands, webhook jobs,
 //! deadlines to schedule or cancel) are stored in the record by the same
-//! compare-and-set that stores the new state, and removed once carried
-//! out. A crash between the two leaves them in the record; the event is
+//! compare-and-set that stores the new state, and marked done once carried
+//! out (a small mark beside the record; the next write drops them). A crash between the two leaves them in the record; the event is
 //! redelivered, its transition is now a no-op, and the handler carries out
 //! what is still in the outbox. So a state change never happens without
 //! its effects, and never twice. Every effect is idempotent downstream:
@@ -22,14 +22,13 @@
 
 pub mod machine;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use dispatch_infra::Config;
 use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::store::{StoreError, Versioned, WorkflowStore};
+use dispatch_infra::{Config, Connections};
 use dispatch_model::envelope::Envelope;
 use dispatch_model::record::{Effect, Pending, WorkflowRecord, now_ms};
 use dispatch_timer::Scheduler;
@@ -45,8 +44,18 @@ const MAX_RACES: usize = 32;
 /// Runs until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
-    let redis = dispatch_infra::redis::connect(&config)?;
-    let broker = Broker::start(&config, "workflow", shutdown.clone());
+    let connections = Connections::open(&config, "workflow")?;
+    run_with(config, connections, shutdown).await
+}
+
+/// [`run`] on connections shared with other services.
+pub async fn run_with(
+    config: Config,
+    connections: Connections,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let redis = connections.redis.clone();
+    let broker = connections.broker.clone();
     let keys = Keys::new(&config.redis_prefix);
     let engine = Arc::new(Engine {
         store: WorkflowStore::new(redis.clone(), keys.clone(), config.record_ttl_secs),
@@ -194,7 +203,7 @@ impl Engine {
         self.drain_outbox(&key, current).await
     }
 
-    /// Carries out the outbox, then removes what was done.
+    /// Carries out the outbox, then marks it done.
     async fn drain_outbox(&self, key: &str, current: Versioned) -> Result<(), HandleError> {
         let results = futures_util::future::join_all(
             current
@@ -204,44 +213,19 @@ impl Engine {
                 .map(|p| async move { (p.seq, self.carry_out(&p.effect).await) }),
         )
         .await;
-        let mut done = HashSet::new();
-        let mut failed = 0;
-        for (seq, result) in results {
-            match result {
-                Ok(()) => {
-                    done.insert(seq);
-                }
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(error = %e, "effect failed");
-                }
-            }
-        }
-        let mut attempt = Some(current);
-        for _ in 0..MAX_RACES {
-            let Some(Versioned {
-                version,
-                mut record,
-            }) = attempt.take()
-            else {
-                match self.store.load(key).await? {
-                    Some(v) => {
-                        attempt = Some(v);
-                        continue;
-                    }
-                    None => break,
-                }
-            };
-            let before = record.outbox.len();
-            record.outbox.retain(|p| !done.contains(&p.seq));
-            if record.outbox.len() == before
-                || self.store.compare_and_set(key, version, &record).await?
-            {
-                break;
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+        for (_, result) in &results {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "effect failed");
             }
         }
         if failed > 0 {
+            // Nothing is marked done: the redelivery carries out the whole
+            // outbox again, and every effect is idempotent.
             return Err(HandleError::Effects(failed));
+        }
+        if let Some(last) = results.iter().map(|(seq, _)| *seq).max() {
+            self.store.mark_done(key, last).await?;
         }
         Ok(())
     }

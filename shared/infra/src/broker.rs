@@ -36,6 +36,7 @@ use crate::telemetry;
 pub struct Topology {
     pub exchange: String,
     pub queue_type: QueueType,
+    queue_expires_ms: Option<u64>,
     prefix: String,
 }
 
@@ -50,6 +51,7 @@ impl Topology {
         Self {
             exchange: config.amqp_prefix.clone(),
             queue_type: config.amqp_queue_type,
+            queue_expires_ms: config.amqp_queue_expires_ms,
             prefix: config.amqp_prefix.clone(),
         }
     }
@@ -110,6 +112,15 @@ impl Topology {
                 "x-queue-type".into(),
                 AMQPValue::LongString(self.queue_type.as_str().into()),
             );
+            if self.queue_type == QueueType::Classic {
+                // Classic queues' second storage format (RabbitMQ 3.10+):
+                // fewer writes per persistent message.
+                args.insert("x-queue-version".into(), AMQPValue::ShortInt(2));
+            }
+            if let Some(ms) = self.queue_expires_ms {
+                let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+                args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+            }
             channel
                 .queue_declare(
                     queue.name.as_str().into(),

@@ -32,6 +32,10 @@ pub struct Config {
     /// several deployments (or test runs) can share one broker.
     pub amqp_prefix: String,
     pub amqp_queue_type: QueueType,
+    /// Delete queues unused (no consumer, no redeclare) for this long; for
+    /// throw-away deployments such as test runs. Never set it where the
+    /// queues hold work that must survive.
+    pub amqp_queue_expires_ms: Option<u64>,
     /// How long ingest waits for the broker to confirm a publish before it
     /// answers 503.
     pub publish_timeout_ms: u64,
@@ -143,6 +147,7 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             amqp_prefix: "dispatch".into(),
             amqp_queue_type: QueueType::Classic,
+            amqp_queue_expires_ms: None,
             publish_timeout_ms: 5_000,
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_prefix: "dispatch".into(),

@@ -5,13 +5,13 @@
 //! each in its own task, inside a span that continues the publisher's trace.
 //! The handler's [`Outcome`] decides the acknowledgement, which is sent only
 //! after the handler returned, so effects are durable before the broker
-//! forgets the message. When the connection drops, unacknowledged
+//! forgets the message; acks are batched (see [`Acks`]). When the connection drops, unacknowledged
 //! deliveries go back to the queue and the loop resumes on the next
 //! connection. On shutdown it stops taking deliveries, gives in-flight
 //! handlers `grace` to finish, then closes the channel so whatever is left
 //! is redelivered elsewhere.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -140,12 +140,20 @@ where
         .await?;
     tracing::debug!(queue = %options.queue, "consuming");
     let mut tasks = JoinSet::new();
+    let mut acks = Acks::new(options.prefetch);
+    let mut tick = tokio::time::interval(ACK_DELAY);
     let ended = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((tag, outcome)) = done {
+                    acks.settle(&channel, tag, outcome).await?;
+                }
+            }
+            _ = tick.tick() => acks.flush(&channel).await?,
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
+                    acks.started(delivery.delivery_tag);
                     tasks.spawn(handle(delivery, options.clone(), handler.clone()));
                 }
                 Some(Err(e)) => break Err(e.into()),
@@ -157,14 +165,96 @@ where
         let _ = channel
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await;
-        let drained = async { while tasks.join_next().await.is_some() {} };
+        let drained = async {
+            while let Some(done) = tasks.join_next().await {
+                if let Ok((tag, outcome)) = done {
+                    let _ = acks.settle(&channel, tag, outcome).await;
+                }
+            }
+        };
         let _ = tokio::time::timeout(options.grace, drained).await;
+        let _ = acks.flush(&channel).await;
         let _ = channel.close(200, "shutting down".into()).await;
     }
     ended
 }
 
-async fn handle<H, F>(delivery: Delivery, options: ConsumeOptions, handler: H)
+/// Longest an ack waits to be sent together with later ones.
+const ACK_DELAY: Duration = Duration::from_millis(5);
+
+/// Acknowledgements, sent in batches: one `basic.ack` with `multiple`
+/// covers every delivery up to a tag, which costs the broker far less
+/// than one ack per message. A tag is covered only when every delivery
+/// before it is settled, so a slow handler holds back the batch (for at
+/// most its own run), never loses it. Retries and rejections are settled
+/// one by one, at once.
+struct Acks {
+    /// Deliveries whose handlers have not returned.
+    running: BTreeSet<u64>,
+    /// Handled deliveries waiting for their ack.
+    ready: BTreeSet<u64>,
+    batch: usize,
+}
+
+impl Acks {
+    fn new(prefetch: u16) -> Self {
+        Self {
+            running: BTreeSet::new(),
+            ready: BTreeSet::new(),
+            batch: usize::from(prefetch / 4).max(1),
+        }
+    }
+
+    fn started(&mut self, tag: u64) {
+        self.running.insert(tag);
+    }
+
+    async fn settle(
+        &mut self,
+        channel: &lapin::Channel,
+        tag: u64,
+        outcome: Outcome,
+    ) -> Result<(), lapin::Error> {
+        self.running.remove(&tag);
+        match outcome {
+            Outcome::Ack => {
+                self.ready.insert(tag);
+                if self.ready.len() >= self.batch {
+                    self.flush(channel).await?;
+                }
+            }
+            Outcome::Retry => {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                };
+                channel.basic_nack(tag, requeue).await?;
+            }
+            Outcome::Reject => {
+                channel
+                    .basic_reject(tag, BasicRejectOptions { requeue: false })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acks every ready delivery below the oldest one still running.
+    async fn flush(&mut self, channel: &lapin::Channel) -> Result<(), lapin::Error> {
+        let limit = self.running.first().copied().unwrap_or(u64::MAX);
+        let Some(&upto) = self.ready.range(..limit).next_back() else {
+            return Ok(());
+        };
+        channel
+            .basic_ack(upto, BasicAckOptions { multiple: true })
+            .await?;
+        self.ready = self.ready.split_off(&(upto + 1));
+        Ok(())
+    }
+}
+
+/// Runs the handler; the caller settles the delivery.
+async fn handle<H, F>(delivery: Delivery, options: ConsumeOptions, handler: H) -> (u64, Outcome)
 where
     H: Fn(Incoming) -> F,
     F: Future<Output = Outcome>,
@@ -176,33 +266,19 @@ where
         redelivered = delivery.redelivered,
     );
     telemetry::set_parent_from(&span, &headers(&delivery));
+    let tag = delivery.delivery_tag;
     let incoming = Incoming {
         routing_key: delivery.routing_key.to_string(),
-        payload: delivery.data.clone(),
+        payload: delivery.data,
         redelivered: delivery.redelivered,
     };
     let outcome = handler(incoming).instrument(span.clone()).await;
-    let acked = match outcome {
-        Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
-        Outcome::Retry => {
-            tokio::time::sleep(options.retry_delay).await;
-            delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-        }
-        Outcome::Reject => {
-            span.in_scope(|| tracing::warn!("rejecting an undecodable delivery"));
-            delivery.reject(BasicRejectOptions { requeue: false }).await
-        }
-    };
-    if let Err(e) = acked {
-        // The channel is gone: the broker redelivers it, and handlers are
-        // idempotent.
-        span.in_scope(|| tracing::debug!(error = %e, "could not acknowledge"));
+    match outcome {
+        Outcome::Retry => tokio::time::sleep(options.retry_delay).await,
+        Outcome::Reject => span.in_scope(|| tracing::warn!("rejecting an undecodable delivery")),
+        Outcome::Ack => {}
     }
+    (tag, outcome)
 }
 
 fn headers(delivery: &Delivery) -> HashMap<String, String> {

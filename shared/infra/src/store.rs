@@ -1,6 +1,7 @@
 //! Workflow records in Redis, changed only by compare-and-set.
 //!
-//! A record is a hash `{v, r}`: a version number and the record's JSON.
+//! A record is a hash `{v, r, d}`: a version number, the record's JSON,
+//! and the highest outbox sequence number known to be carried out.
 //! Every write names the version it read; the write happens only if the
 //! version is still that one, and bumps it. Two workflow instances (or a
 //! redelivered event) racing on one workflow therefore never both win: the
@@ -23,6 +24,19 @@ local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'r', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// `KEYS[1]` record; `ARGV[1]` a sequence number. Raises the record's
+/// done mark to it (never lowers it), without touching the version.
+static MARK_DONE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local d = tonumber(redis.call('HGET', KEYS[1], 'd')) or -1
+if d < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'd', ARGV[1]) end
 return 1
 ",
     )
@@ -61,19 +75,40 @@ impl WorkflowStore {
 
     pub async fn load(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
         let mut conn = self.redis.clone();
-        let (version, raw): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+        let (version, raw, done): (Option<u64>, Option<String>, Option<u64>) = redis::cmd("HMGET")
             .arg(self.keys.workflow(id))
             .arg("v")
             .arg("r")
+            .arg("d")
             .query_async(&mut conn)
             .await?;
         match (version, raw) {
-            (Some(version), Some(raw)) => Ok(Some(Versioned {
-                version: Some(version),
-                record: serde_json::from_str(&raw)?,
-            })),
+            (Some(version), Some(raw)) => {
+                let mut record: WorkflowRecord = serde_json::from_str(&raw)?;
+                // Carried out already: the next write leaves them out.
+                if let Some(done) = done {
+                    record.outbox.retain(|p| p.seq > done);
+                }
+                Ok(Some(Versioned {
+                    version: Some(version),
+                    record,
+                }))
+            }
             _ => Ok(None),
         }
+    }
+
+    /// Records that every outbox entry up to `seq` was carried out. Cheaper
+    /// than rewriting the record: [`WorkflowStore::load`] leaves those
+    /// entries out, and the next compare-and-set drops them for good.
+    pub async fn mark_done(&self, id: &str, seq: u64) -> Result<(), StoreError> {
+        let mut conn = self.redis.clone();
+        let _: i64 = MARK_DONE
+            .key(self.keys.workflow(id))
+            .arg(seq)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Writes `record` if the stored version is still `expected`; `false`

@@ -55,6 +55,7 @@ impl Harness {
         prefix.truncate(64);
         config.redis_prefix = prefix.clone();
         config.amqp_prefix = prefix.clone();
+        config.amqp_queue_expires_ms = Some(60_000);
         tune(&mut config);
         let keys = Keys::new(&prefix);
         let redis = dispatch_infra::redis::connect(&config).expect("redis");
