@@ -306,12 +306,16 @@ _dev_start_redis() {
     mkdir -p "$r"
     _dev_state_set "$dir" REDIS_PORT "$port"
     # Bound to loopback only; protected mode (the default) only restricts
-    # non-loopback clients, so it never gets in the way here.
+    # non-loopback clients, so it never gets in the way here. Durability
+    # comes from the append-only file; RDB snapshots are off, because each
+    # one forks and rewrites the whole data set (seconds of stalls on a
+    # small machine with a large data set).
     redis-server \
         --port "$port" \
         --bind 127.0.0.1 \
         --dir "$r" \
         --appendonly yes \
+        --save "" \
         --daemonize yes \
         --pidfile "$r/redis.pid" \
         --logfile "$r/redis.log" || {

@@ -382,3 +382,95 @@ async fn a_redelivered_send_command_does_not_call_the_provider_again() {
     );
     assert_eq!(sys.statuses(&id.to_string()), ["submitted", "delivered"]);
 }
+
+fn sms(to: &str) -> serde_json::Value {
+    json!({
+        "to": {"type": "sms", "number": to},
+        "from": {"type": "sms", "number": "447700900999"},
+        "message": {"content": {"type": "text", "text": "Hi"}},
+    })
+}
+
+#[tokio::test]
+async fn an_account_can_route_a_channel_to_its_own_provider() {
+    let sys = System::start().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let own = dispatch_provider_sim::spawn(&sys.config, shutdown.clone())
+        .await
+        .expect("second simulator");
+    let settings = json!({
+        "kind": "simulator",
+        "url": format!("http://{}", own.addr),
+        "secret": sys.config.simulator_secret,
+    });
+    let mut redis = redis::Client::open(sys.config.redis_url.as_str())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
+    redis::cmd("HSET")
+        .arg(keys.providers(&sys.api_key))
+        .arg("sms")
+        .arg(settings.to_string())
+        .exec_async(&mut redis)
+        .await
+        .expect("HSET");
+
+    let routed = sys.message(sms("447700120000")).await;
+    let other = sys
+        .message(json!({
+            "to": {"type": "whatsapp", "number": "447700120100"},
+            "from": {"type": "whatsapp", "number": "447700900999"},
+            "message": {"content": {"type": "text", "text": "Hi"}},
+        }))
+        .await;
+    for id in [routed, other] {
+        sys.eventually(Duration::from_secs(10), || {
+            sys.statuses(&id.to_string())
+                .contains(&"delivered".to_owned())
+                .then_some(())
+        })
+        .await
+        .expect("delivered");
+    }
+    assert_eq!(
+        own.control.sends_to("447700120000").len(),
+        1,
+        "SMS to the account's provider"
+    );
+    assert!(sys.sim.sends_to("447700120000").is_empty());
+    assert_eq!(
+        sys.sim.sends_to("447700120100").len(),
+        1,
+        "WhatsApp to the default"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_per_channel_rate_limit_paces_provider_calls() {
+    let sys = System::start_configured(true, |c| c.sender_rate_per_sec = 5).await;
+    let numbers: Vec<String> = (0..10).map(|i| format!("4477001300{i:02}")).collect();
+    for to in &numbers {
+        sys.sim.set(to, Behaviour::default());
+        sys.message(sms(to)).await;
+    }
+    let times = sys
+        .eventually(Duration::from_secs(10), || {
+            let mut times: Vec<i64> = numbers
+                .iter()
+                .flat_map(|to| sys.sim.sends_to(to))
+                .map(|s| s.at_ms)
+                .collect();
+            (times.len() == numbers.len()).then(|| {
+                times.sort_unstable();
+                times
+            })
+        })
+        .await
+        .expect("all sent");
+    // A burst of 5, then one every 200 ms.
+    let span = times[9] - times[0];
+    assert!(span >= 900, "10 sends at 5/s took only {span} ms");
+}

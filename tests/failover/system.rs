@@ -28,7 +28,7 @@ pub struct System {
     pub url: String,
     pub sim: Control,
     client: reqwest::Client,
-    api_key: String,
+    pub api_key: String,
     api_secret: String,
     webhooks: Arc<Mutex<Vec<WebhookJob>>>,
     shutdown: CancellationToken,
@@ -66,6 +66,11 @@ impl System {
     /// Everything but the workflow service when `workflow` is false (the
     /// test runs it as processes).
     pub async fn start_with(workflow: bool) -> Self {
+        Self::start_configured(workflow, |_| {}).await
+    }
+
+    /// As [`System::start_with`], with settings changed by `tweak`.
+    pub async fn start_configured(workflow: bool, tweak: impl FnOnce(&mut Config)) -> Self {
         static TELEMETRY: std::sync::OnceLock<dispatch_infra::telemetry::Telemetry> =
             std::sync::OnceLock::new();
         TELEMETRY.get_or_init(|| {
@@ -73,6 +78,7 @@ impl System {
         });
         let shutdown = CancellationToken::new();
         let mut config = test_config();
+        tweak(&mut config);
 
         let sim = dispatch_provider_sim::spawn(&config, shutdown.clone())
             .await

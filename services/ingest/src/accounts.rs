@@ -6,6 +6,10 @@
 //! and a slow password hash would cost milliseconds on every request.
 //! Comparison is constant-time.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::Serialize;
@@ -85,19 +89,77 @@ pub async fn create_in(config: &dispatch_infra::Config) -> anyhow::Result<Creden
         .with_context(|| format!("creating the account in Redis at {}", config.redis_url))
 }
 
-/// Whether `api_secret` is the secret of the account `api_key`.
-pub async fn verify(
+async fn stored_hash(
     conn: &mut impl redis::aio::ConnectionLike,
     keys: &Keys,
     api_key: &str,
-    api_secret: &str,
-) -> redis::RedisResult<bool> {
-    let stored: Option<String> = redis::cmd("HGET")
+) -> redis::RedisResult<Option<String>> {
+    redis::cmd("HGET")
         .arg(keys.account(api_key))
         .arg("secret_sha256")
         .query_async(conn)
-        .await?;
-    Ok(stored.is_some_and(|stored| {
-        bool::from(stored.as_bytes().ct_eq(sha256_hex(api_secret).as_bytes()))
-    }))
+        .await
+}
+
+fn matches(stored_sha256: &str, api_secret: &str) -> bool {
+    bool::from(
+        stored_sha256
+            .as_bytes()
+            .ct_eq(sha256_hex(api_secret).as_bytes()),
+    )
+}
+
+/// Stored secret hashes of existing accounts, kept in memory for a few
+/// seconds so that Basic auth costs no Redis round trip on most requests.
+/// Only hashes of accounts that exist are kept (an unknown key always asks
+/// Redis), and the comparison is the same constant-time one. A changed
+/// secret takes effect within `ttl` on every instance.
+pub struct SecretCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl SecretCache {
+    /// Most accounts remembered; beyond it the cache starts over.
+    const CAPACITY: usize = 10_000;
+
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn verify(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+        keys: &Keys,
+        api_key: &str,
+        api_secret: &str,
+    ) -> redis::RedisResult<bool> {
+        let cached = self
+            .lock()
+            .get(api_key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(hash, _)| hash.clone());
+        let stored = match cached {
+            Some(hash) => hash,
+            None => match stored_hash(conn, keys, api_key).await? {
+                Some(hash) => {
+                    let mut entries = self.lock();
+                    if entries.len() >= Self::CAPACITY {
+                        entries.clear();
+                    }
+                    entries.insert(api_key.to_owned(), (hash.clone(), Instant::now()));
+                    hash
+                }
+                None => return Ok(false),
+            },
+        };
+        Ok(matches(&stored, api_secret))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

@@ -17,7 +17,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::accounts;
 use crate::applications;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -96,7 +95,10 @@ async fn check_basic(state: &AppState, encoded: &str) -> ApiResult<Principal> {
     if key.is_empty() || key.len() > 64 || secret.is_empty() {
         return Err(ApiError::Unauthorized(INVALID));
     }
-    let ok = accounts::verify(&mut state.redis(), &state.keys, key, secret).await?;
+    let ok = state
+        .secrets
+        .verify(&mut state.redis(), &state.keys, key, secret)
+        .await?;
     if ok {
         Ok(Principal {
             account: key.to_owned(),

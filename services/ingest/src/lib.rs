@@ -106,6 +106,7 @@ pub async fn spawn_with(
         );
     }
     let state = AppState {
+        secrets: Arc::new(accounts::SecretCache::new(Duration::from_secs(5))),
         receipts: dispatch_infra::receipts::Receipts::new(
             redis.clone(),
             Keys::new(&config.redis_prefix),

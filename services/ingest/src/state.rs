@@ -14,6 +14,7 @@ pub struct AppState {
     pub keys: Keys,
     pub store: dispatch_infra::store::WorkflowStore,
     pub receipts: dispatch_infra::receipts::Receipts,
+    pub secrets: Arc<crate::accounts::SecretCache>,
     pub limits: Limits,
     /// `public_url` without a trailing slash, for `href`s.
     pub base_url: Arc<str>,

@@ -42,6 +42,23 @@ return 1
     )
 });
 
+/// `KEYS[1]` record, then index keys; `ARGV` record JSON, TTL, then one
+/// value per index key. Writes the record only if absent (version 1), and
+/// the indexes in any case. Returns 1 when the record was written.
+static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[2])
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', 1, 'r', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+",
+    )
+});
+
 /// A record and the version it was read at (`None`: not stored yet).
 #[derive(Debug, Clone)]
 pub struct Versioned {
@@ -96,6 +113,28 @@ impl WorkflowStore {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Writes a new record unless one is stored already, together with
+    /// plain `(key, value)` indexes of it, in one round trip.
+    pub async fn create(
+        &self,
+        id: &str,
+        record: &WorkflowRecord,
+        indexes: &[(String, String)],
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(record)?;
+        let mut invocation = CREATE.key(self.keys.workflow(id));
+        for (key, _) in indexes {
+            invocation.key(key);
+        }
+        invocation.arg(json).arg(self.ttl_secs);
+        for (_, value) in indexes {
+            invocation.arg(value);
+        }
+        let mut conn = self.redis.clone();
+        let written: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(written == 1)
     }
 
     /// Records that every outbox entry up to `seq` was carried out. Cheaper

@@ -114,25 +114,20 @@ async fn mark_abandoned(state: &AppState, id: &Uuid) {
 
 async fn write_record(state: &AppState, workflow: WorkflowAccepted) {
     let id = workflow.workflow_id.to_string();
+    // A dispatch's messages are found by their own uuid too.
+    let indexes: Vec<(String, String)> = match workflow.kind {
+        WorkflowKind::Dispatch => workflow
+            .steps
+            .iter()
+            .map(|s| (state.keys.message(&s.message_uuid.to_string()), id.clone()))
+            .collect(),
+        WorkflowKind::Message => Vec::new(),
+    };
     // Only if absent: the workflow service may have picked the work up
     // already, and its state is newer. Either way the work is durably
     // queued; at worst the lookup lags until the workflow service writes.
-    if workflow.kind == WorkflowKind::Dispatch {
-        let mut pipe = redis::pipe();
-        for step in &workflow.steps {
-            pipe.cmd("SET")
-                .arg(state.keys.message(&step.message_uuid.to_string()))
-                .arg(&id)
-                .arg("EX")
-                .arg(state.config.record_ttl_secs)
-                .ignore();
-        }
-        if let Err(e) = pipe.exec_async(&mut state.redis()).await {
-            tracing::warn!(error = %e, workflow_id = %id, "could not index the messages");
-        }
-    }
     let record = WorkflowRecord::new(workflow);
-    if let Err(e) = state.store.compare_and_set(&id, None, &record).await {
+    if let Err(e) = state.store.create(&id, &record, &indexes).await {
         tracing::warn!(error = %e, workflow_id = %id, "could not write the lookup record");
     }
 }
