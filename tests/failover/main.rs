@@ -474,3 +474,107 @@ async fn the_per_channel_rate_limit_paces_provider_calls() {
     let span = times[9] - times[0];
     assert!(span >= 900, "10 sends at 5/s took only {span} ms");
 }
+
+#[tokio::test]
+async fn a_redelivered_send_of_a_rejected_message_is_not_sent_again() {
+    use dispatch_infra::broker::Broker;
+    use dispatch_model::envelope::{Envelope, SendCommand};
+
+    let sys = System::start().await;
+    let to = "447700140002"; // rejected at submit
+    let message = sms(to);
+    let id = sys.message(message.clone()).await;
+    sys.eventually(Duration::from_secs(10), || {
+        sys.statuses(&id.to_string())
+            .contains(&"rejected".to_owned())
+            .then_some(())
+    })
+    .await
+    .expect("rejected");
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let broker = Broker::start(&sys.config, "test", shutdown.clone());
+    assert!(broker.wait_ready(Duration::from_secs(10)).await);
+    let command = SendCommand {
+        workflow_id: id,
+        message_uuid: id,
+        channel: dispatch_model::Channel::Sms,
+        account: "ignored".into(),
+        application_id: None,
+        message: serde_json::from_value(message).expect("message"),
+    };
+    broker
+        .publish(&Envelope::Send(Box::new(command)))
+        .await
+        .expect("published");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    assert_eq!(
+        sys.sim.sends_to(to).len(),
+        1,
+        "the provider was called once"
+    );
+    assert_eq!(sys.statuses(&id.to_string()), ["rejected"]);
+}
+
+#[tokio::test]
+async fn abandoned_work_never_runs_and_claimed_work_cannot_be_abandoned() {
+    use dispatch_infra::broker::Broker;
+    use dispatch_infra::store::{Fate, WorkflowStore};
+    use dispatch_model::envelope::{Envelope, Step, WorkflowAccepted, WorkflowKind};
+
+    let sys = System::start().await;
+    let redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
+    let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
+    let store = WorkflowStore::new(redis, keys, 60);
+
+    // Ingest lost the confirm and abandoned the request first: the
+    // broker still delivers it, and the workflow service drops it.
+    let to = "447700150000";
+    let id = uuid::Uuid::new_v4();
+    assert_eq!(
+        store
+            .settle_fate(&id.to_string(), Fate::Abandoned)
+            .await
+            .expect("fate"),
+        Fate::Abandoned
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let broker = Broker::start(&sys.config, "test", shutdown.clone());
+    assert!(broker.wait_ready(Duration::from_secs(10)).await);
+    let accepted = WorkflowAccepted {
+        workflow_id: id,
+        kind: WorkflowKind::Message,
+        account: sys.api_key.clone(),
+        application_id: None,
+        accepted_at_ms: 0,
+        steps: vec![Step {
+            message_uuid: id,
+            message: serde_json::from_value(sms(to)).expect("message"),
+        }],
+    };
+    broker
+        .publish(&Envelope::WorkflowAccepted(accepted))
+        .await
+        .expect("published");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sys.sim.sends_to(to).is_empty(), "abandoned work was sent");
+    assert!(store.load(&id.to_string()).await.expect("load").is_none());
+
+    // Claimed by the workflow service first: abandoning it fails, and
+    // ingest answers 202 instead of 503.
+    let running = sys.message(sms("447700150100")).await;
+    sys.eventually(Duration::from_secs(10), || {
+        (!sys.statuses(&running.to_string()).is_empty()).then_some(())
+    })
+    .await
+    .expect("running");
+    assert_eq!(
+        store
+            .settle_fate(&running.to_string(), Fate::Abandoned)
+            .await
+            .expect("fate"),
+        Fate::Claimed
+    );
+    shutdown.cancel();
+}

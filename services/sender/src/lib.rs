@@ -1,15 +1,17 @@
 //! The sender: consumes `send.<channel>` for one or more channels, calls
 //! each message's provider, and reports `submitted` or `rejected`.
 //!
-//! - **Once per message.** A provider's acceptance is recorded in Redis
-//!   (its message id under the message uuid) before the command is acked.
-//!   A redelivered command whose message is recorded is not sent again:
-//!   its `submitted` is reported again instead (the workflow ignores the
-//!   duplicate). A short lock keeps two senders from calling the provider
-//!   for the same message at once. What remains is the window between the
-//!   provider's answer and the record: a sender killed there sends twice
-//!   on redelivery; no sender can close that window without the provider's
-//!   help (an idempotency key), and the simulator gets ours as `reference`.
+//! - **Once per message.** A message's final outcome is recorded in Redis
+//!   before the command is acked: the provider's acceptance (its message
+//!   id) or a rejection. A redelivered command whose outcome is recorded
+//!   is not sent again: the outcome is reported again instead (the
+//!   workflow ignores the duplicate). A lock with an owner token keeps two
+//!   senders from calling the provider for the same message at once, and
+//!   is checked again before every attempt. What remains is the window
+//!   between the provider's answer and the record: a sender killed there
+//!   sends twice on redelivery; no sender can close that window without
+//!   the provider's help (an idempotency key), and the simulator gets ours
+//!   as `reference`.
 //! - **Retries.** Transient failures (timeouts, 5xx, 429) are retried in
 //!   place with exponential backoff from `sender_retry_base_ms`, honouring
 //!   `Retry-After` up to 30 s, up to `sender_max_attempts`; then the
@@ -32,7 +34,7 @@ use std::time::Duration;
 use dispatch_infra::broker::Broker;
 use dispatch_infra::config::ProviderSettings;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
-use dispatch_infra::receipts::{MessageRef, Receipts};
+use dispatch_infra::receipts::{MessageRef, Parked, Receipts, Sent};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
 use dispatch_model::Channel;
@@ -169,54 +171,79 @@ impl Sender {
             message_uuid: command.message_uuid,
         };
         // One round trip: already sent?, take the lock, and where to send.
-        let lock = self.keys.send_lock(&command.message_uuid.to_string());
-        let lock_ms = self.config.provider_timeout_ms.saturating_mul(2) + 5_000;
+        let lock = Lock {
+            key: self.keys.send_lock(&command.message_uuid.to_string()),
+            token: uuid::Uuid::new_v4().to_string(),
+            ms: self.config.provider_timeout_ms + 5_000,
+        };
         let channel = command.channel.as_str();
         let mut pipe = redis::pipe();
         pipe.get(self.keys.sent(&command.message_uuid.to_string()));
         pipe.cmd("SET")
-            .arg(&lock)
-            .arg(1)
+            .arg(&lock.key)
+            .arg(&lock.token)
             .arg("NX")
             .arg("PX")
-            .arg(lock_ms);
+            .arg(lock.ms);
         if let Some(app) = command.application_id {
             pipe.hget(self.keys.providers(&app.to_string()), channel);
         }
         pipe.hget(self.keys.providers(&command.account), channel);
         let mut conn = self.redis.clone();
-        let (sent, locked, settings): (Option<String>, bool, Vec<Option<String>>) = {
-            let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-            let settings = values.split_off(2.min(values.len()));
-            let mut values = values.into_iter();
-            let sent = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
-            let locked = redis::from_redis_value::<Option<String>>(
-                values.next().unwrap_or(redis::Value::Nil),
-            )?
-            .is_some();
-            let settings = settings
-                .into_iter()
-                .map(redis::from_redis_value)
-                .collect::<Result<_, _>>()?;
-            (sent, locked, settings)
-        };
-        if let Some(provider_id) = sent {
-            tracing::info!(%provider_id, "already sent; reporting it again");
-            return self.report_submitted(target, provider_id).await;
+        let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let settings: Vec<Option<String>> = values
+            .split_off(2.min(values.len()))
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()?;
+        let mut values = values
+            .into_iter()
+            .map(redis::from_redis_value::<Option<String>>);
+        let sent = values.next().transpose()?.flatten();
+        let locked = values.next().transpose()?.flatten().is_some();
+
+        if let Some(raw) = sent {
+            match serde_json::from_str::<Sent>(&raw) {
+                Ok(sent) => return self.report_again(target, sent).await,
+                Err(e) => tracing::warn!(error = %e, "unreadable send record; sending"),
+            }
         }
         if !locked {
             return Err(HandleError::Busy);
         }
         let settings = self.settings(command, settings);
         let result = self
-            .send_locked(command, target, settings, limiter, &lock, lock_ms)
+            .send_locked(command, target, settings, limiter, &lock)
             .await;
-        if result.is_err() {
-            // Let a redelivery try again at once. After a success the
-            // lock just expires: the `sent` record answers first.
-            let _: Result<(), _> = redis::cmd("DEL").arg(&lock).exec_async(&mut conn).await;
+        if let Err(e) = lock.release(&mut conn).await {
+            tracing::debug!(error = %e, "could not release the send lock; it expires");
         }
         result
+    }
+
+    /// A redelivered command for a message whose outcome is recorded.
+    async fn report_again(&self, target: MessageRef, sent: Sent) -> Result<(), HandleError> {
+        match sent {
+            Sent::Accepted {
+                provider,
+                provider_message_id,
+            } => {
+                tracing::info!(%provider_message_id, "already sent; reporting it again");
+                let parked = self
+                    .receipts
+                    .parked(&provider, &provider_message_id)
+                    .await?;
+                self.report_submitted(target, provider_message_id.clone())
+                    .await?;
+                self.publish_parked(target, &provider, &provider_message_id, parked)
+                    .await
+            }
+            Sent::Rejected { error } => {
+                tracing::info!("already rejected; reporting it again");
+                self.report(target, MessageStatus::Rejected, None, Some(error))
+                    .await
+            }
+        }
     }
 
     async fn send_locked(
@@ -225,14 +252,18 @@ impl Sender {
         target: MessageRef,
         settings: ProviderSettings,
         limiter: Option<&DefaultDirectRateLimiter>,
-        lock: &str,
-        lock_ms: u64,
+        lock: &Lock,
     ) -> Result<(), HandleError> {
         let provider = self.providers.get(settings.kind);
         let mut attempt = 1;
         let outcome = loop {
             if let Some(limiter) = limiter {
                 limiter.until_ready().await;
+            }
+            // Still ours? After a long wait another sender may have taken
+            // the message over; then it is theirs to send.
+            if !lock.refresh(&mut self.redis.clone()).await? {
+                return Err(HandleError::Busy);
             }
             let request = ProviderRequest {
                 command,
@@ -252,13 +283,6 @@ impl Sender {
                     let wait = retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff));
                     tracing::info!(attempt, %reason, wait_ms = wait.as_millis() as u64, "provider unavailable; retrying");
                     tokio::time::sleep(wait).await;
-                    // Keep the lock for as long as this message is ours.
-                    let mut conn = self.redis.clone();
-                    let _: Result<(), _> = redis::cmd("PEXPIRE")
-                        .arg(lock)
-                        .arg(lock_ms)
-                        .exec_async(&mut conn)
-                        .await;
                     attempt += 1;
                 }
                 other => break other,
@@ -272,24 +296,56 @@ impl Sender {
                     .receipts
                     .record_sent(provider.name(), &provider_message_id, target)
                     .await?;
-                self.report_submitted(target, provider_message_id).await?;
-                for receipt in parked {
-                    self.broker
-                        .publish(&Envelope::Status(receipt.into_event(target)))
-                        .await?;
-                }
-                Ok(())
+                self.report_submitted(target, provider_message_id.clone())
+                    .await?;
+                self.publish_parked(target, provider.name(), &provider_message_id, parked)
+                    .await
             }
-            Err(SendError::Permanent(error)) => self.report_rejected(target, error).await,
+            Err(SendError::Permanent(error)) => self.reject(target, error).await,
             Err(SendError::Transient { reason, .. }) => {
                 tracing::warn!(attempts = attempt, %reason, "provider unavailable; giving up");
                 let error = MessageError {
                     code: 1331,
                     reason: format!("Provider error: {reason}"),
                 };
-                self.report_rejected(target, error).await
+                self.reject(target, error).await
             }
         }
+    }
+
+    /// Publishes receipts that came before the send was recorded, then
+    /// forgets them (a crash in between publishes them again; the workflow
+    /// ignores statuses it has seen).
+    async fn publish_parked(
+        &self,
+        target: MessageRef,
+        provider: &str,
+        provider_id: &str,
+        parked: Parked,
+    ) -> Result<(), HandleError> {
+        if parked.count == 0 {
+            return Ok(());
+        }
+        for receipt in parked.receipts {
+            self.broker
+                .publish(&Envelope::Status(receipt.into_event(target)))
+                .await?;
+        }
+        self.receipts
+            .unpark(provider, provider_id, parked.count)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the rejection, so a redelivered command does not send, and
+    /// reports it.
+    async fn reject(&self, target: MessageRef, error: MessageError) -> Result<(), HandleError> {
+        tracing::info!(code = error.code, reason = %error.reason, "rejected");
+        self.receipts
+            .record_rejected(target.message_uuid, &error)
+            .await?;
+        self.report(target, MessageStatus::Rejected, None, Some(error))
+            .await
     }
 
     /// The provider for this message: the application's setting, else the
@@ -316,16 +372,6 @@ impl Sender {
             .await
     }
 
-    async fn report_rejected(
-        &self,
-        target: MessageRef,
-        error: MessageError,
-    ) -> Result<(), HandleError> {
-        tracing::info!(code = error.code, reason = %error.reason, "rejected");
-        self.report(target, MessageStatus::Rejected, None, Some(error))
-            .await
-    }
-
     async fn report(
         &self,
         target: MessageRef,
@@ -343,6 +389,58 @@ impl Sender {
             usage: None,
         };
         self.broker.publish(&Envelope::Status(event)).await?;
+        Ok(())
+    }
+}
+
+/// The short lock a sender holds on a message while calling its provider.
+/// Its value is a token of this holder, so that a holder whose lock
+/// expired (a long retry wait) cannot extend or release another's.
+struct Lock {
+    key: String,
+    token: String,
+    ms: u64,
+}
+
+static REFRESH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+impl Lock {
+    /// Extends the lock; `false` when it expired (another sender may have
+    /// sent the message meanwhile: the redelivery will find out).
+    async fn refresh(&self, conn: &mut Redis) -> Result<bool, redis::RedisError> {
+        let held: i64 = REFRESH
+            .key(&self.key)
+            .arg(&self.token)
+            .arg(self.ms)
+            .invoke_async(conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn release(&self, conn: &mut Redis) -> Result<(), redis::RedisError> {
+        let _: i64 = RELEASE
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async(conn)
+            .await?;
         Ok(())
     }
 }

@@ -336,6 +336,11 @@ async fn fire_round(broker: Broker, redis: Redis, keys: Keys, claim: store::Clai
     for (claimed, result) in claim.entries.iter().zip(results) {
         match result {
             Ok(()) => fired.push(claimed.id.clone()),
+            Err(FireError::Corrupt(e)) => {
+                // It would fail the same way at every lease: drop it.
+                tracing::error!(id = %claimed.id, error = %e, "dropping an unreadable timer entry");
+                fired.push(claimed.id.clone());
+            }
             Err(e) => {
                 if e.is_broker() {
                     outcome.broker_failures += 1;

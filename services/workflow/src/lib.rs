@@ -17,8 +17,9 @@
 //! outbox may both carry it out; that is the only source of duplicates,
 //! and each is absorbed there.
 //!
-//! Work answered 503 by ingest (an `abandoned` marker) is dropped here
-//! before it starts.
+//! Each accepted request is claimed before it starts (its fate settled as
+//! `claimed`); one that ingest abandoned first (a lost confirm, answered
+//! 503) is dropped.
 
 pub mod machine;
 
@@ -26,8 +27,8 @@ use std::sync::Arc;
 
 use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
-use dispatch_infra::redis::{Keys, Redis};
-use dispatch_infra::store::{StoreError, Versioned, WorkflowStore};
+use dispatch_infra::redis::Keys;
+use dispatch_infra::store::{Fate, StoreError, Versioned, WorkflowStore};
 use dispatch_infra::{Config, Connections};
 use dispatch_model::envelope::Envelope;
 use dispatch_model::record::{Effect, Pending, WorkflowRecord, now_ms};
@@ -61,8 +62,6 @@ pub async fn run_with(
         store: WorkflowStore::new(redis.clone(), keys.clone(), config.record_ttl_secs),
         scheduler: Scheduler::new(redis.clone(), keys.clone()),
         broker: broker.clone(),
-        redis,
-        keys,
         expiry_unit_ms: config.expiry_time_unit_ms,
         horizon_ms: config.last_step_horizon_ms,
         base_url: config.public_base(),
@@ -81,8 +80,6 @@ struct Engine {
     store: WorkflowStore,
     scheduler: Scheduler,
     broker: Broker,
-    redis: Redis,
-    keys: Keys,
     expiry_unit_ms: u64,
     horizon_ms: u64,
     base_url: String,
@@ -98,6 +95,20 @@ enum HandleError {
     Effects(usize),
     #[error("lost {MAX_RACES} compare-and-set races in a row")]
     Contended,
+}
+
+impl HandleError {
+    /// Errors that a retry cannot fix: a stored record that does not
+    /// decode, or a key of the wrong type.
+    fn is_permanent(&self) -> bool {
+        match self {
+            HandleError::Store(StoreError::Corrupt(_)) => true,
+            HandleError::Store(StoreError::Redis(e)) | HandleError::Redis(e) => {
+                e.code() == Some("WRONGTYPE")
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Engine {
@@ -126,7 +137,13 @@ impl Engine {
         let span =
             tracing::info_span!("workflow.event", workflow_id = %workflow_id, event = kind(&event));
         let result = async {
-            if initial.is_some() && self.abandoned(workflow_id).await? {
+            if initial.is_some()
+                && self
+                    .store
+                    .settle_fate(&workflow_id.to_string(), Fate::Claimed)
+                    .await?
+                    == Fate::Abandoned
+            {
                 tracing::info!("dropping work that ingest answered 503 for");
                 return Ok(());
             }
@@ -137,19 +154,17 @@ impl Engine {
         .await;
         match result {
             Ok(()) => Outcome::Ack,
+            Err(e) if e.is_permanent() => {
+                span.in_scope(
+                    || tracing::error!(error = %e, "event cannot be handled; rejecting it"),
+                );
+                Outcome::Reject
+            }
             Err(e) => {
                 span.in_scope(|| tracing::warn!(error = %e, "event not handled; will retry"));
                 Outcome::Retry
             }
         }
-    }
-
-    async fn abandoned(&self, id: Uuid) -> Result<bool, redis::RedisError> {
-        let mut conn = self.redis.clone();
-        redis::cmd("EXISTS")
-            .arg(self.keys.abandoned(&id.to_string()))
-            .query_async(&mut conn)
-            .await
     }
 
     /// Applies `event` to the stored record (or to `initial()` when none is

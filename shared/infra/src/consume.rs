@@ -93,9 +93,14 @@ pub async fn consume<H, F>(
                 _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
             }
         };
+        let started = tokio::time::Instant::now();
         match consume_on(&connection, &options, &shutdown, &handler).await {
             Ok(()) => break,
             Err(e) => {
+                if started.elapsed() > Duration::from_secs(10) {
+                    // It had been working: this is a new outage.
+                    backoff = Duration::from_millis(100);
+                }
                 tracing::warn!(queue = %options.queue, error = %e, "consumer interrupted; resuming");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
@@ -140,25 +145,32 @@ where
         .await?;
     tracing::debug!(queue = %options.queue, "consuming");
     let mut tasks = JoinSet::new();
+    // Which delivery each task handles, to settle it even if it panics.
+    let mut tags: HashMap<tokio::task::Id, u64> = HashMap::new();
     let mut acks = Acks::new(options.prefetch);
     let mut tick = tokio::time::interval(ACK_DELAY);
-    let ended = loop {
-        tokio::select! {
+    let ended: Result<(), ConsumeError> = loop {
+        let step: Result<(), ConsumeError> = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((tag, outcome)) = done {
-                    acks.settle(&channel, tag, outcome).await?;
-                }
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (tag, outcome) = finished(&mut tags, done);
+                acks.settle(&channel, tag, outcome).await.map_err(Into::into)
             }
-            _ = tick.tick() => acks.flush(&channel).await?,
+            _ = tick.tick() => acks.flush(&channel, true).await.map_err(Into::into),
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     acks.started(delivery.delivery_tag);
-                    tasks.spawn(handle(delivery, options.clone(), handler.clone()));
+                    let tag = delivery.delivery_tag;
+                    let task = tasks.spawn(handle(delivery, options.clone(), handler.clone()));
+                    tags.insert(task.id(), tag);
+                    Ok(())
                 }
-                Some(Err(e)) => break Err(e.into()),
-                None => break Err(ConsumeError::Cancelled),
+                Some(Err(e)) => Err(e.into()),
+                None => Err(ConsumeError::Cancelled),
             },
+        };
+        if let Err(e) = step {
+            break Err(e);
         }
     };
     if ended.is_ok() {
@@ -166,17 +178,42 @@ where
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await;
         let drained = async {
-            while let Some(done) = tasks.join_next().await {
-                if let Ok((tag, outcome)) = done {
-                    let _ = acks.settle(&channel, tag, outcome).await;
-                }
+            while let Some(done) = tasks.join_next_with_id().await {
+                let (tag, outcome) = finished(&mut tags, done);
+                let _ = acks.settle(&channel, tag, outcome).await;
             }
         };
         let _ = tokio::time::timeout(options.grace, drained).await;
-        let _ = acks.flush(&channel).await;
+        let _ = acks.flush(&channel, true).await;
         let _ = channel.close(200, "shutting down".into()).await;
     }
+    // Handlers still running (channel lost, or past the grace period) are
+    // not aborted halfway: their deliveries go back to the queue, and a
+    // handler that finishes its effects (a provider call and its record)
+    // spares the redelivery from doing them again.
+    if !tasks.is_empty() {
+        tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+    }
     ended
+}
+
+/// The delivery a finished task handled and what to do with it; a handler
+/// that panicked is a bug that would panic again, so its delivery is
+/// rejected (dead-lettered) rather than retried.
+fn finished(
+    tags: &mut HashMap<tokio::task::Id, u64>,
+    done: Result<(tokio::task::Id, (u64, Outcome)), tokio::task::JoinError>,
+) -> (u64, Outcome) {
+    match done {
+        Ok((id, result)) => {
+            tags.remove(&id);
+            result
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a message handler panicked; rejecting its delivery");
+            (tags.remove(&e.id()).unwrap_or_default(), Outcome::Reject)
+        }
+    }
 }
 
 /// Longest an ack waits to be sent together with later ones.
@@ -184,10 +221,12 @@ const ACK_DELAY: Duration = Duration::from_millis(5);
 
 /// Acknowledgements, sent in batches: one `basic.ack` with `multiple`
 /// covers every delivery up to a tag, which costs the broker far less
-/// than one ack per message. A tag is covered only when every delivery
-/// before it is settled, so a slow handler holds back the batch (for at
-/// most its own run), never loses it. Retries and rejections are settled
-/// one by one, at once.
+/// than one ack per message. `multiple` may only cover tags whose handlers
+/// are done, so deliveries finished after a slow one (a provider retrying
+/// for seconds) are acked one by one instead once a batch of them waits,
+/// or at the next tick: a slow handler never holds back the others' acks
+/// (nor, through the prefetch window, new deliveries). Retries and
+/// rejections are settled one by one, at once.
 struct Acks {
     /// Deliveries whose handlers have not returned.
     running: BTreeSet<u64>,
@@ -220,7 +259,7 @@ impl Acks {
             Outcome::Ack => {
                 self.ready.insert(tag);
                 if self.ready.len() >= self.batch {
-                    self.flush(channel).await?;
+                    self.flush(channel, false).await?;
                 }
             }
             Outcome::Retry => {
@@ -239,16 +278,24 @@ impl Acks {
         Ok(())
     }
 
-    /// Acks every ready delivery below the oldest one still running.
-    async fn flush(&mut self, channel: &lapin::Channel) -> Result<(), lapin::Error> {
+    /// Acks every ready delivery below the oldest one still running with
+    /// one `multiple` ack; the ready ones above it one by one, when `all`
+    /// or when a batch of them waits.
+    async fn flush(&mut self, channel: &lapin::Channel, all: bool) -> Result<(), lapin::Error> {
         let limit = self.running.first().copied().unwrap_or(u64::MAX);
-        let Some(&upto) = self.ready.range(..limit).next_back() else {
-            return Ok(());
-        };
-        channel
-            .basic_ack(upto, BasicAckOptions { multiple: true })
-            .await?;
-        self.ready = self.ready.split_off(&(upto + 1));
+        if let Some(&upto) = self.ready.range(..limit).next_back() {
+            channel
+                .basic_ack(upto, BasicAckOptions { multiple: true })
+                .await?;
+            self.ready = self.ready.split_off(&(upto + 1));
+        }
+        if all || self.ready.len() >= self.batch {
+            while let Some(tag) = self.ready.pop_first() {
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: false })
+                    .await?;
+            }
+        }
         Ok(())
     }
 }

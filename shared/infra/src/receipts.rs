@@ -79,19 +79,32 @@ return false
     )
 });
 
-/// `KEYS` mapping, parked list, sent marker; `ARGV` mapping value,
-/// provider id, TTL. Records both and returns the parked receipts.
+/// `KEYS` mapping, parked list, sent record; `ARGV` mapping value, sent
+/// record JSON, TTL. Records both and returns the parked receipts, which
+/// stay parked until [`Receipts::unpark`] (after they are published).
 static RECORD_SENT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-local parked = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
-return parked
+return redis.call('LRANGE', KEYS[2], 0, -1)
 ",
     )
 });
+
+/// What became of a message's send, recorded once the outcome is final so
+/// that a redelivered send command reports it again instead of sending.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sent {
+    Accepted {
+        provider: String,
+        provider_message_id: String,
+    },
+    Rejected {
+        error: MessageError,
+    },
+}
 
 #[derive(Clone)]
 pub struct Receipts {
@@ -135,35 +148,96 @@ impl Receipts {
     }
 
     /// Records that the provider accepted `target` as `provider_id`, and
-    /// returns the receipts that arrived before this.
+    /// returns the receipts that arrived before this (still parked).
     pub async fn record_sent(
         &self,
         provider: &str,
         provider_id: &str,
         target: MessageRef,
-    ) -> Result<Vec<Receipt>, redis::RedisError> {
+    ) -> Result<Parked, redis::RedisError> {
+        let sent = Sent::Accepted {
+            provider: provider.to_owned(),
+            provider_message_id: provider_id.to_owned(),
+        };
         let mut conn = self.redis.clone();
         let parked: Vec<String> = RECORD_SENT
             .key(self.keys.provider_message(provider, provider_id))
             .key(self.keys.parked_receipts(provider, provider_id))
             .key(self.keys.sent(&target.message_uuid.to_string()))
             .arg(target.encode())
-            .arg(provider_id)
+            .arg(serde_json::to_string(&sent).unwrap_or_default())
             .arg(self.ttl_secs)
             .invoke_async(&mut conn)
             .await?;
-        Ok(parked
-            .iter()
-            .filter_map(|raw| serde_json::from_str(raw).ok())
-            .collect())
+        Ok(decode(&parked))
     }
 
-    /// The provider id of a message the provider already accepted.
-    pub async fn sent(&self, message_uuid: Uuid) -> Result<Option<String>, redis::RedisError> {
+    /// Records a final rejection of `message_uuid`.
+    pub async fn record_rejected(
+        &self,
+        message_uuid: Uuid,
+        error: &MessageError,
+    ) -> Result<(), redis::RedisError> {
+        let sent = Sent::Rejected {
+            error: error.clone(),
+        };
         let mut conn = self.redis.clone();
-        redis::cmd("GET")
+        redis::cmd("SET")
             .arg(self.keys.sent(&message_uuid.to_string()))
-            .query_async(&mut conn)
+            .arg(serde_json::to_string(&sent).unwrap_or_default())
+            .arg("EX")
+            .arg(self.ttl_secs)
+            .exec_async(&mut conn)
             .await
+    }
+
+    /// The receipts parked under a provider id.
+    pub async fn parked(
+        &self,
+        provider: &str,
+        provider_id: &str,
+    ) -> Result<Parked, redis::RedisError> {
+        let mut conn = self.redis.clone();
+        let parked: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.keys.parked_receipts(provider, provider_id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(decode(&parked))
+    }
+
+    /// Forgets the first `count` parked receipts, once published.
+    pub async fn unpark(
+        &self,
+        provider: &str,
+        provider_id: &str,
+        count: usize,
+    ) -> Result<(), redis::RedisError> {
+        let mut conn = self.redis.clone();
+        redis::cmd("LTRIM")
+            .arg(self.keys.parked_receipts(provider, provider_id))
+            .arg(count)
+            .arg(-1)
+            .exec_async(&mut conn)
+            .await
+    }
+}
+
+/// Receipts parked under a provider id; `count` entries to unpark once
+/// they are published (undecodable ones included).
+#[derive(Debug, Default)]
+pub struct Parked {
+    pub receipts: Vec<Receipt>,
+    pub count: usize,
+}
+
+fn decode(raw: &[String]) -> Parked {
+    Parked {
+        receipts: raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect(),
+        count: raw.len(),
     }
 }

@@ -125,9 +125,11 @@ impl Keys {
         format!("{}:providers:{scope}", self.prefix)
     }
 
-    /// Marker for work that ingest answered 503 for although the broker may
-    /// hold it (a lost or late confirm). Consumers drop such envelopes.
-    pub fn abandoned(&self, id: &str) -> String {
-        format!("{}:abandoned:{id}", self.prefix)
+    /// String `claimed` or `abandoned`: who settled an accepted request
+    /// first, the workflow service (it runs) or ingest after a lost
+    /// confirm (it answered 503, so it must not run). See
+    /// [`crate::store::WorkflowStore::settle_fate`].
+    pub fn fate(&self, id: &str) -> String {
+        format!("{}:fate:{id}", self.prefix)
     }
 }

@@ -59,6 +59,37 @@ return 1
     )
 });
 
+/// `KEYS[1]` fate; `ARGV` the fate wanted, TTL. The first fate set wins
+/// and is returned.
+static SETTLE_FATE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local fate = redis.call('GET', KEYS[1])
+if fate then return fate end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+",
+    )
+});
+
+/// What becomes of an accepted request whose publish confirm was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The workflow service picked it up: it runs.
+    Claimed,
+    /// Ingest answered 503 for it: it must not run.
+    Abandoned,
+}
+
+impl Fate {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fate::Claimed => "claimed",
+            Fate::Abandoned => "abandoned",
+        }
+    }
+}
+
 /// A record and the version it was read at (`None`: not stored yet).
 #[derive(Debug, Clone)]
 pub struct Versioned {
@@ -135,6 +166,26 @@ impl WorkflowStore {
         let mut conn = self.redis.clone();
         let written: i64 = invocation.invoke_async(&mut conn).await?;
         Ok(written == 1)
+    }
+
+    /// Settles the fate of workflow `id` as `wanted` unless it is settled
+    /// already; returns the fate that holds. The workflow service claims
+    /// each request before starting it; ingest, when a publish's outcome
+    /// is unknown, tries to abandon it, and answers 503 only if that wins
+    /// (else the work runs, and the answer is 202).
+    pub async fn settle_fate(&self, id: &str, wanted: Fate) -> Result<Fate, StoreError> {
+        let mut conn = self.redis.clone();
+        let fate: String = SETTLE_FATE
+            .key(self.keys.fate(id))
+            .arg(wanted.as_str())
+            .arg(self.ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(if fate == Fate::Abandoned.as_str() {
+            Fate::Abandoned
+        } else {
+            Fate::Claimed
+        })
     }
 
     /// Records that every outbox entry up to `seq` was carried out. Cheaper

@@ -84,9 +84,14 @@ impl Usage {
             }
             let int: i128 = int.parse().ok()?;
             let frac: i128 = format!("{frac:0<9}").parse().ok()?;
-            Some(int * 10i128.pow(SCALE) + frac)
+            int.checked_mul(10i128.pow(SCALE))?.checked_add(frac)
         };
-        let sum: i128 = prices.into_iter().filter_map(|u| parse(&u.price)).sum();
+        // Prices come from providers: an absurd one counts as zero rather
+        // than overflowing.
+        let sum: i128 = prices
+            .into_iter()
+            .filter_map(|u| parse(&u.price))
+            .fold(0i128, |sum, p| sum.checked_add(p).unwrap_or(sum));
         let int = sum / 10i128.pow(SCALE);
         let mut frac = format!("{:09}", (sum % 10i128.pow(SCALE)).abs());
         while frac.len() > 2 && frac.ends_with('0') {
@@ -262,6 +267,8 @@ mod tests {
         assert_eq!(Usage::total(&[u("0.0333"), u("0.0333")]).price, "0.0666");
         assert_eq!(Usage::total(&[u("0.1"), u("0.2")]).price, "0.30");
         assert_eq!(Usage::total(&[u("1"), u("junk"), u("0.05")]).price, "1.05");
+        let huge = "9".repeat(40);
+        assert_eq!(Usage::total(&[u(&huge), u("0.5")]).price, "0.50");
     }
 
     #[test]

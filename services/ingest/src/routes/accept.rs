@@ -2,14 +2,16 @@
 //!
 //! A request is answered 202 only after RabbitMQ confirmed the envelope.
 //! When the publish fails the client gets 503; if the broker might still
-//! hold the envelope (a lost or late confirm), an `abandoned` marker is
-//! written first so the workflow service drops it: 503 means nothing will
-//! be sent. The lookup record is written after the confirm, only if absent,
+//! hold the envelope (a lost or late confirm), ingest first settles the
+//! request's fate as abandoned, so the workflow service drops it: 503
+//! means nothing will be sent. If the workflow service claimed it first,
+//! the work is under way and the answer is 202 after all. The lookup record is written after the confirm, only if absent,
 //! so it never overwrites state the workflow service already wrote.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use dispatch_infra::store::Fate;
 use dispatch_model::envelope::{Envelope, Step, WorkflowAccepted, WorkflowKind};
 use dispatch_model::record::{WorkflowRecord, now_ms};
 use dispatch_model::validate::{validate_message, validate_workflow};
@@ -96,19 +98,30 @@ async fn accept(
     };
     let envelope = Envelope::WorkflowAccepted(accepted.clone());
     if let Err(e) = state.broker.publish(&envelope).await {
-        if e.outcome_unknown() {
-            mark_abandoned(state, &id).await;
-        }
         tracing::warn!(error = %e, "publish failed");
+        if e.outcome_unknown() && abandon(state, &id).await == Some(Fate::Claimed) {
+            // The broker had it after all, and the work has started.
+            return Ok(());
+        }
         return Err(ApiError::Unavailable("The message broker is unavailable."));
     }
     write_record(state, accepted).await;
     Ok(())
 }
 
-async fn mark_abandoned(state: &AppState, id: &Uuid) {
-    if let Err(e) = set_expiring(state, state.keys.abandoned(&id.to_string()), "1".into()).await {
-        tracing::error!(error = %e, workflow_id = %id, "could not mark abandoned work; it may still be sent");
+/// Tries to make sure work whose publish outcome is unknown never runs;
+/// `None` when Redis cannot say (then it may run despite the 503).
+async fn abandon(state: &AppState, id: &Uuid) -> Option<Fate> {
+    match state
+        .store
+        .settle_fate(&id.to_string(), Fate::Abandoned)
+        .await
+    {
+        Ok(fate) => Some(fate),
+        Err(e) => {
+            tracing::error!(error = %e, workflow_id = %id, "could not abandon work; it may still be sent");
+            None
+        }
     }
 }
 
@@ -130,15 +143,4 @@ async fn write_record(state: &AppState, workflow: WorkflowAccepted) {
     if let Err(e) = state.store.create(&id, &record, &indexes).await {
         tracing::warn!(error = %e, workflow_id = %id, "could not write the lookup record");
     }
-}
-
-/// `SET key value EX record_ttl_secs`.
-async fn set_expiring(state: &AppState, key: String, value: String) -> redis::RedisResult<()> {
-    redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .arg("EX")
-        .arg(state.config.record_ttl_secs)
-        .exec_async(&mut state.redis())
-        .await
 }
