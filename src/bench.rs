@@ -7,21 +7,22 @@
 //! second and p50/p90/p99/max. Without `--api-key`, an account is created
 //! in the configured Redis first.
 //!
-//! With `--completed`, it also consumes the webhook jobs (there must be no
-//! other consumer of the `webhooks` queue, such as a notifier) and reports
-//! completed workflows per second and the latency from each POST to its
-//! final report: the whole pipeline, with the simulator delivering the first
-//! step. The workflow is two steps, WhatsApp then SMS, and the first is
-//! delivered, so a completed workflow is one send, one receipt.
+//! With `--completed`, it also runs a webhook receiver, creates an
+//! application whose `status_url` points at it, posts as that application
+//! (one RS256 JWT for the run), and reports completed workflows per second
+//! and the latency from each POST to its final report webhook: the whole
+//! pipeline, notifier included, with the simulator delivering the first
+//! step. The system must allow private webhook targets
+//! (`DISPATCH_ALLOW_PRIVATE_WEBHOOKS=true`). The workflow is two steps,
+//! WhatsApp then SMS, and the first is delivered, so a completed workflow
+//! is one send, one receipt and three webhooks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dispatch_infra::broker::Broker;
-use dispatch_infra::consume::{ConsumeOptions, Outcome, consume};
-use dispatch_model::envelope::{Envelope, WebhookKind};
 use hdrhistogram::Histogram;
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -42,7 +43,7 @@ pub struct Args {
     /// Requests per second in total; 0 sends as fast as responses allow.
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Also count final reports from the webhooks queue.
+    /// Also receive the webhooks and count final reports.
     #[arg(long)]
     completed: bool,
 }
@@ -99,15 +100,23 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
     let end = warmup + Duration::from_secs(args.seconds);
     let completions = Arc::new(Mutex::new(Completions::default()));
     let stop = CancellationToken::new();
+    let mut auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{key}:{secret}")
+        )
+    );
     if args.completed {
-        watch_final_reports(config, completions.clone(), warmup, end, stop.clone()).await?;
+        let hook = receive_final_reports(completions.clone(), warmup, end, stop.clone()).await?;
+        auth = application_token(&client, &args.url, &key, &secret, &hook).await?;
     }
     // Each connection's share of `--rate`, as a gap between requests.
     let gap = (args.rate > 0)
         .then(|| Duration::from_secs_f64(args.connections as f64 / args.rate as f64));
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
-        let (client, url, key, secret) = (client.clone(), url.clone(), key.clone(), secret.clone());
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
         let completions = args.completed.then(|| completions.clone());
         tasks.push(tokio::spawn(async move {
             let mut tally = Tally::new()?;
@@ -123,7 +132,7 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
                 }
                 let response = client
                     .post(&url)
-                    .basic_auth(&key, Some(&secret))
+                    .header("authorization", &auth)
                     .header("content-type", "application/json")
                     .body(BODY)
                     .send()
@@ -219,44 +228,92 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
     Ok(())
 }
 
-/// Consumes webhook jobs until `stop`, counting the final reports of the
-/// workflows posted in the measuring window that finish by `end`.
-async fn watch_final_reports(
-    config: &dispatch_infra::Config,
+/// Serves final-report webhooks on a free local port until `stop`,
+/// counting those of workflows posted in the measuring window that finish
+/// by `end`; returns the receiver's URL.
+async fn receive_final_reports(
     completions: Arc<Mutex<Completions>>,
     warmup: Instant,
     end: Instant,
     stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let broker = Broker::start(config, "bench", stop.clone());
-    anyhow::ensure!(
-        broker.wait_ready(Duration::from_secs(10)).await,
-        "cannot reach RabbitMQ at amqp_url"
-    );
-    let options = ConsumeOptions::new(broker.topology().webhooks_queue(), 1000);
-    tokio::spawn(consume(broker, options, stop, move |incoming| {
-        let completions = completions.clone();
-        async move {
-            let Ok(Envelope::Webhook(job)) = serde_json::from_slice(&incoming.payload) else {
-                return Outcome::Ack;
-            };
-            if job.kind != WebhookKind::FinalReport {
-                return Outcome::Ack;
-            }
-            let now = Instant::now();
-            let mut c = completions.lock().unwrap_or_else(|e| e.into_inner());
-            let posted = c.posted.remove(&job.workflow_id.to_string());
-            if let Some(posted) = posted.filter(|p| *p >= warmup && now <= end) {
-                if job.body["status"] == "completed" {
-                    c.completed += 1;
-                    c.latency_us
-                        .push(now.duration_since(posted).as_micros() as u64);
-                } else {
-                    c.other += 1;
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/webhooks", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/webhooks",
+        axum::routing::post(move |body: axum::Json<Value>| {
+            let completions = completions.clone();
+            async move {
+                let (Some(id), Some(status)) =
+                    (body["dispatch_uuid"].as_str(), body["status"].as_str())
+                else {
+                    return; // a message-status webhook
+                };
+                if body.get("template").is_none() {
+                    return;
+                }
+                let now = Instant::now();
+                let mut c = completions.lock().unwrap_or_else(|e| e.into_inner());
+                let posted = c.posted.remove(id);
+                if let Some(posted) = posted.filter(|p| *p >= warmup && now <= end) {
+                    if status == "completed" {
+                        c.completed += 1;
+                        c.latency_us
+                            .push(now.duration_since(posted).as_micros() as u64);
+                    } else {
+                        c.other += 1;
+                    }
                 }
             }
-            Outcome::Ack
-        }
-    }));
-    Ok(())
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+    Ok(url)
+}
+
+/// Creates an application whose status webhooks go to `hook`, and returns
+/// an `Authorization` value for it (a JWT without `exp`, as SDKs in the
+/// field send, signed once for the whole run).
+async fn application_token(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    secret: &str,
+    hook: &str,
+) -> anyhow::Result<String> {
+    let created: Value = client
+        .post(format!("{}/v2/applications", base.trim_end_matches('/')))
+        .basic_auth(key, Some(secret))
+        .json(&json!({
+            "name": "bench",
+            "capabilities": {"messages": {"webhooks": {
+                "status_url": {"address": hook, "http_method": "POST"}
+            }}}
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let (Some(id), Some(private_key)) = (
+        created["id"].as_str(),
+        created["keys"]["private_key"].as_str(),
+    ) else {
+        anyhow::bail!("unexpected application answer: {created}");
+    };
+    let claims = json!({
+        "application_id": id,
+        "iat": dispatch_model::record::now_ms() / 1000,
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(private_key.as_bytes())?,
+    )?;
+    Ok(format!("Bearer {token}"))
 }

@@ -43,11 +43,13 @@ enum Command {
     },
     /// Fires deadlines and other delayed work from Redis.
     Timer,
+    /// Delivers webhooks: signed, retried, dead-lettered.
+    Notifier,
     /// A fake provider for every channel, for development, tests and demos.
     ProviderSim,
     /// Every service in one process (small installations, local runs):
-    /// ingest, workflow, senders for all channels, timer. The simulator
-    /// runs separately (`dispatch provider-sim`).
+    /// ingest, workflow, senders for all channels, timer, notifier. The
+    /// simulator runs separately (`dispatch provider-sim`).
     All,
     /// Which provider serves a channel for an account or application.
     Provider {
@@ -150,7 +152,12 @@ async fn all(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> 
         c.clone(),
         shutdown.clone(),
     ));
-    services.spawn(dispatch_timer::run_with(config, c, shutdown.clone()));
+    services.spawn(dispatch_timer::run_with(
+        config.clone(),
+        c.clone(),
+        shutdown.clone(),
+    ));
+    services.spawn(dispatch_notifier::run_with(config, c, shutdown.clone()));
     let mut result = Ok(());
     while let Some(done) = services.join_next().await {
         let outcome = done.map_err(anyhow::Error::from).and_then(|r| r);
@@ -219,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve("sender", |s| dispatch_sender::run(config, channels, s)).await
         }
         Command::Timer => serve("timer", |s| dispatch_timer::run(config, s)).await,
+        Command::Notifier => serve("notifier", |s| dispatch_notifier::run(config, s)).await,
         Command::ProviderSim => {
             serve("provider-sim", |s| dispatch_provider_sim::run(config, s)).await
         }

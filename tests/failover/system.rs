@@ -29,7 +29,8 @@ pub struct System {
     pub sim: Control,
     client: reqwest::Client,
     pub api_key: String,
-    api_secret: String,
+    pub api_secret: String,
+    pub signature_secret: String,
     webhooks: Arc<Mutex<Vec<WebhookJob>>>,
     shutdown: CancellationToken,
 }
@@ -71,6 +72,16 @@ impl System {
 
     /// As [`System::start_with`], with settings changed by `tweak`.
     pub async fn start_configured(workflow: bool, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(workflow, false, tweak).await
+    }
+
+    /// Everything, the notifier included: webhooks go to the
+    /// applications' URLs instead of being collected from the queue.
+    pub async fn start_with_notifier(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(true, true, tweak).await
+    }
+
+    async fn start_full(workflow: bool, notifier: bool, tweak: impl FnOnce(&mut Config)) -> Self {
         static TELEMETRY: std::sync::OnceLock<dispatch_infra::telemetry::Telemetry> =
             std::sync::OnceLock::new();
         TELEMETRY.get_or_init(|| {
@@ -114,22 +125,28 @@ impl System {
                 .await
         );
         let webhooks = Arc::new(Mutex::new(Vec::new()));
-        let sink = webhooks.clone();
-        let options = ConsumeOptions::new(broker.topology().webhooks_queue(), 200);
-        tokio::spawn(consume(
-            broker,
-            options,
-            shutdown.clone(),
-            move |incoming| {
-                let sink = sink.clone();
-                async move {
-                    if let Ok(Envelope::Webhook(job)) = serde_json::from_slice(&incoming.payload) {
-                        sink.lock().expect("lock").push(job);
+        if notifier {
+            tokio::spawn(dispatch_notifier::run(config.clone(), shutdown.clone()));
+        } else {
+            let sink = webhooks.clone();
+            let options = ConsumeOptions::new(broker.topology().webhooks_queue(), 200);
+            tokio::spawn(consume(
+                broker,
+                options,
+                shutdown.clone(),
+                move |incoming| {
+                    let sink = sink.clone();
+                    async move {
+                        if let Ok(Envelope::Webhook(job)) =
+                            serde_json::from_slice(&incoming.payload)
+                        {
+                            sink.lock().expect("lock").push(job);
+                        }
+                        Outcome::Ack
                     }
-                    Outcome::Ack
-                }
-            },
-        ));
+                },
+            ));
+        }
 
         let credentials =
             dispatch_ingest::accounts::create(&mut ingest.state.redis(), &ingest.state.keys, 0)
@@ -142,9 +159,78 @@ impl System {
             client: reqwest::Client::new(),
             api_key: credentials.api_key,
             api_secret: credentials.api_secret,
+            signature_secret: credentials.signature_secret,
             webhooks,
             shutdown,
         }
+    }
+
+    /// Creates an application whose status webhooks go to `status_url`;
+    /// returns its id and an `Authorization` value to post as it.
+    pub async fn application(&self, status_url: &str) -> (String, String) {
+        let created: Value = self
+            .client
+            .post(format!("{}/v2/applications", self.url))
+            .basic_auth(&self.api_key, Some(&self.api_secret))
+            .json(&json!({
+                "name": "test",
+                "capabilities": {"messages": {"webhooks": {
+                    "status_url": {"address": status_url, "http_method": "POST"}
+                }}}
+            }))
+            .send()
+            .await
+            .expect("POST application")
+            .json()
+            .await
+            .expect("JSON");
+        let id = created["id"].as_str().expect("id").to_owned();
+        let key = created["keys"]["private_key"].as_str().expect("key");
+        let claims = json!({"application_id": id, "iat": dispatch_model::record::now_ms() / 1000});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).expect("pem"),
+        )
+        .expect("jwt");
+        (id, format!("Bearer {token}"))
+    }
+
+    /// Posts as an application (`auth` from [`System::application`]).
+    pub async fn post_as(&self, auth: &str, path: &str, body: &Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("authorization", auth)
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status().as_u16(), 202);
+        response.json().await.expect("JSON")
+    }
+
+    pub async fn get_basic(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .basic_auth(&self.api_key, Some(&self.api_secret))
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_basic(&self, path: &str) -> u16 {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .basic_auth(&self.api_key, Some(&self.api_secret))
+            .send()
+            .await
+            .expect("POST")
+            .status()
+            .as_u16()
     }
 
     async fn post(&self, path: &str, body: &Value) -> Value {

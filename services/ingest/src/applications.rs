@@ -234,7 +234,11 @@ pub async fn load(state: &AppState, id: &Uuid) -> ApiResult<Option<Application>>
 }
 
 /// Loads an application of `account`; another account's is "not found".
-async fn load_owned(state: &AppState, account: &str, id: &str) -> ApiResult<Application> {
+pub(crate) async fn load_owned(
+    state: &AppState,
+    account: &str,
+    id: &str,
+) -> ApiResult<Application> {
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
     match load(state, &id).await? {
         Some(app) if app.account == account => Ok(app),

@@ -51,6 +51,18 @@ pub fn router(state: AppState) -> Router {
                 .put(applications::update)
                 .delete(applications::delete),
         )
+        .route(
+            "/v1/applications/{id}/webhooks/failed",
+            get(routes::webhooks::list),
+        )
+        .route(
+            "/v1/applications/{id}/webhooks/failed/retry",
+            post(routes::webhooks::retry_all),
+        )
+        .route(
+            "/v1/applications/{id}/webhooks/failed/{webhook_id}/retry",
+            post(routes::webhooks::retry_one),
+        )
         .route("/callbacks/simulator", post(routes::callbacks::simulator))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(routes::health::healthz))

@@ -282,6 +282,7 @@ fn message_status_webhook(
         workflow_id: w.workflow_id,
         event_at_ms: event.at_ms,
         body,
+        attempts: 0,
     })
 }
 
@@ -328,6 +329,7 @@ fn final_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
         workflow_id: w.workflow_id,
         event_at_ms: ctx.now_ms,
         body,
+        attempts: 0,
     })
 }
 

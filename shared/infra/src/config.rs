@@ -99,6 +99,29 @@ pub struct Config {
     pub simulator_secret: String,
     /// How long the simulator waits before each delivery receipt.
     pub simulator_delay_ms: u64,
+
+    /// Allow webhook targets on loopback, private, link-local and metadata
+    /// addresses (local setups and tests).
+    pub allow_private_webhooks: bool,
+    /// `iss` of the webhooks' JWT; receivers written for the original
+    /// service may expect its value.
+    pub webhook_issuer: String,
+    pub webhook_connect_timeout_ms: u64,
+    /// Whole-request timeout of one webhook attempt.
+    pub webhook_timeout_ms: u64,
+    /// Delay before each attempt, the first included (so its length is
+    /// the number of attempts); each delay gets ±10 % jitter.
+    pub webhook_retry_schedule_ms: Vec<u64>,
+    /// Longest `Retry-After` honoured.
+    pub webhook_retry_after_cap_ms: u64,
+    /// Webhooks in flight per notifier (its prefetch).
+    pub notifier_concurrency: u16,
+    /// Webhooks in flight per destination host and notifier.
+    pub webhook_concurrency_per_host: usize,
+    /// Consecutive failures that open a destination's circuit.
+    pub webhook_circuit_failures: u32,
+    /// How long an open circuit sends nothing to its destination.
+    pub webhook_circuit_open_ms: u64,
 }
 
 /// Which provider serves a channel, and how to reach it.
@@ -172,6 +195,18 @@ impl Default for Config {
             simulator_url: "http://127.0.0.1:8090".into(),
             simulator_secret: DEV_SIMULATOR_SECRET.into(),
             simulator_delay_ms: 100,
+            allow_private_webhooks: false,
+            webhook_issuer: "Vonage".into(),
+            webhook_connect_timeout_ms: 2_000,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_schedule_ms: vec![
+                0, 5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
+            ],
+            webhook_retry_after_cap_ms: 3_600_000,
+            notifier_concurrency: 256,
+            webhook_concurrency_per_host: 32,
+            webhook_circuit_failures: 10,
+            webhook_circuit_open_ms: 30_000,
         }
     }
 }
@@ -249,6 +284,20 @@ impl Config {
             ("timer_batch", self.timer_batch as u64),
             ("timer_lease_ms", self.timer_lease_ms),
             ("timer_max_idle_ms", self.timer_max_idle_ms),
+            ("webhook_timeout_ms", self.webhook_timeout_ms),
+            (
+                "webhook_connect_timeout_ms",
+                self.webhook_connect_timeout_ms,
+            ),
+            ("notifier_concurrency", u64::from(self.notifier_concurrency)),
+            (
+                "webhook_concurrency_per_host",
+                self.webhook_concurrency_per_host as u64,
+            ),
+            (
+                "webhook_retry_schedule_ms",
+                self.webhook_retry_schedule_ms.len() as u64,
+            ),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than zero");

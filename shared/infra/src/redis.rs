@@ -82,6 +82,24 @@ impl Keys {
         format!("{}:message:{message_uuid}", self.prefix)
     }
 
+    /// String: set once a webhook was taken by its receiver, so that a
+    /// duplicate job is not delivered again.
+    pub fn webhook_delivered(&self, webhook_id: &str) -> String {
+        format!("{}:webhook:{webhook_id}:delivered", self.prefix)
+    }
+
+    /// List of a webhook's failed attempts (JSON), oldest first.
+    pub fn webhook_attempts(&self, webhook_id: &str) -> String {
+        format!("{}:webhook:{webhook_id}:attempts", self.prefix)
+    }
+
+    /// Hash webhook id → job JSON: an application's dead letters (`scope`
+    /// is the application id, or the api key for webhooks of no
+    /// application).
+    pub fn dead_letters(&self, scope: &str) -> String {
+        format!("{}:deadletters:{scope}", self.prefix)
+    }
+
     /// Sorted set of timer entry ids, scored by due time in ms.
     pub fn timer_due(&self) -> String {
         format!("{}:timer:due", self.prefix)

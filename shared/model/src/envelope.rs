@@ -175,4 +175,7 @@ pub struct WebhookJob {
     /// When the event happened, in milliseconds since the Unix epoch.
     pub event_at_ms: i64,
     pub body: serde_json::Value,
+    /// Delivery attempts made so far (0 for a new webhook).
+    #[serde(default)]
+    pub attempts: u32,
 }

@@ -2,3 +2,4 @@ pub mod accept;
 pub mod callbacks;
 pub mod health;
 pub mod lookup;
+pub mod webhooks;

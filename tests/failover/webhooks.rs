@@ -1,0 +1,328 @@
+//! Webhooks delivered by the notifier to a receiver on port 0.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::system::{System, step};
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// A webhook receiver answering with `answer(n)` for its n-th request
+/// (from 0); returns its URL and what it received.
+async fn receiver(
+    answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    let answer = Arc::new(answer);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let log = log.clone();
+            let answer = answer.clone();
+            async move {
+                let mut log = log.lock().expect("lock");
+                let n = log.len();
+                log.push(Received {
+                    headers,
+                    body: body.to_vec(),
+                });
+                StatusCode::from_u16(answer(n)).unwrap_or(StatusCode::OK)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+fn fast_retries(c: &mut dispatch_infra::Config) {
+    c.allow_private_webhooks = true;
+    c.webhook_retry_schedule_ms = vec![0, 50, 50, 50, 50];
+}
+
+fn bodies(received: &Arc<Mutex<Vec<Received>>>) -> Vec<Received> {
+    received.lock().expect("lock").clone()
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_shaped_as_the_specs_say() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    let (url, received) = receiver(|_| 200).await;
+    let (app, auth) = sys.application(&url).await;
+    let body = json!({"template": "failover", "workflow": [
+        step("whatsapp", "447700160102", Some((600, "delivered"))),
+        step("sms", "447700160200", None),
+    ]});
+    let id = sys.post_as(&auth, "/v0.1/dispatch", &body).await["dispatch_uuid"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let all = sys
+        .eventually(Duration::from_secs(10), || {
+            let all = bodies(&received);
+            all.iter()
+                .any(|r| r.json().get("template").is_some())
+                .then_some(all)
+        })
+        .await
+        .expect("a final report");
+
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let key = jsonwebtoken::DecodingKey::from_secret(sys.signature_secret.as_bytes());
+    for r in &all {
+        // The original service's signature.
+        let token = r.header("authorization");
+        let claims = jsonwebtoken::decode::<Value>(&token["Bearer ".len()..], &key, &validation)
+            .expect("JWT verifies with the signature secret")
+            .claims;
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &r.body);
+        assert_eq!(claims["payload_hash"], hex::encode(hash.as_ref()));
+        assert_eq!(claims["api_key"], sys.api_key);
+        assert_eq!(claims["application_id"], app);
+        assert!(claims["iat"].is_i64() && claims["jti"].is_string() && claims["iss"].is_string());
+        // Standard Webhooks.
+        let (wid, ts) = (r.header("webhook-id"), r.header("webhook-timestamp"));
+        let mac = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                sys.signature_secret.as_bytes(),
+            ),
+            &[format!("{wid}.{ts}.").as_bytes(), &r.body].concat(),
+        );
+        assert_eq!(
+            r.header("webhook-signature"),
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac.as_ref())
+            )
+        );
+    }
+
+    let statuses: Vec<Value> = all
+        .iter()
+        .map(Received::json)
+        .filter(|b| b.get("template").is_none())
+        .collect();
+    let rejected = statuses
+        .iter()
+        .find(|b| b["status"] == "rejected")
+        .expect("rejected");
+    for field in [
+        "message_uuid",
+        "to",
+        "from",
+        "timestamp",
+        "status",
+        "error",
+        "_links",
+    ] {
+        assert!(
+            rejected.get(field).is_some(),
+            "message-status lacks {field}: {rejected}"
+        );
+    }
+    assert_eq!(rejected["error"]["code"], 1300);
+    assert_eq!(rejected["_links"]["workflow"]["dispatch_uuid"], id);
+    let href = rejected["_links"]["workflow"]["href"]
+        .as_str()
+        .expect("href");
+    assert!(href.ends_with(&format!("/v0.1/dispatch/{id}")));
+    let delivered = statuses
+        .iter()
+        .find(|b| b["status"] == "delivered")
+        .expect("delivered");
+    assert_eq!(
+        delivered["usage"],
+        json!({"currency": "EUR", "price": "0.0333"})
+    );
+
+    let report = all
+        .iter()
+        .map(Received::json)
+        .find(|b| b.get("template").is_some())
+        .expect("report");
+    assert_eq!(report["dispatch_uuid"], id);
+    assert_eq!(report["template"], "failover");
+    assert_eq!(report["status"], "completed");
+    assert!(
+        report["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+    assert_eq!(
+        report["usage"],
+        json!({"price": "0.0333", "currency": "EUR"})
+    );
+    let links = report["_links"]["messages"].as_array().expect("messages");
+    assert_eq!(links.len(), 2);
+    for link in links {
+        for field in ["message_uuid", "href", "channel", "status"] {
+            assert!(
+                link.get(field).is_some(),
+                "final-report message lacks {field}"
+            );
+        }
+    }
+    // The hrefs answer.
+    let href = links[1]["href"].as_str().expect("href");
+    let path = &href[href.find("/v0.1/").expect("path")..];
+    let (status, message) = sys.get_basic(path).await;
+    assert_eq!((status, &message["status"]), (200, &json!("delivered")));
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_the_same_webhook_until_it_takes_it() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    // 500 three times, then 200.
+    let (url, received) = receiver(|n| if n < 3 { 500 } else { 200 }).await;
+    let (_, auth) = sys.application(&url).await;
+    let message = json!({
+        "to": {"type": "sms", "number": "447700170003"},
+        "from": {"type": "sms", "number": "447700900999"},
+        "message": {"content": {"type": "text", "text": "Hi"}},
+    });
+    sys.post_as(&auth, "/v0.1/messages", &message).await;
+    let all = sys
+        .eventually(Duration::from_secs(10), || {
+            let all = bodies(&received);
+            (all.len() >= 4).then_some(all)
+        })
+        .await
+        .expect("four attempts");
+    let ids: Vec<String> = all.iter().map(|r| r.header("webhook-id")).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one webhook-id across retries: {ids:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bodies(&received).len(), 4, "nothing after it was taken");
+}
+
+#[tokio::test]
+async fn a_dead_receiver_dead_letters_and_a_replay_delivers() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    let alive = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let up = alive.clone();
+    let (url, received) = receiver(move |_| {
+        if up.load(std::sync::atomic::Ordering::SeqCst) {
+            200
+        } else {
+            503
+        }
+    })
+    .await;
+    let (app, auth) = sys.application(&url).await;
+    let message = json!({
+        "to": {"type": "sms", "number": "447700180003"},
+        "from": {"type": "sms", "number": "447700900999"},
+        "message": {"content": {"type": "text", "text": "Hi"}},
+    });
+    sys.post_as(&auth, "/v0.1/messages", &message).await;
+    let path = format!("/v1/applications/{app}/webhooks/failed");
+    let listed = sys.eventually(Duration::from_secs(10), || Some(())).await;
+    assert!(listed.is_some());
+    let mut failed = Value::Null;
+    for _ in 0..200 {
+        let (status, body) = sys.get_basic(&path).await;
+        assert_eq!(status, 200);
+        if body["count"] == 1 {
+            failed = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let webhook = &failed["_embedded"]["webhooks"][0];
+    assert_eq!(webhook["body"]["status"], "submitted", "{failed}");
+    let attempts = webhook["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 5, "the whole schedule was tried");
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(bodies(&received).len(), 5);
+
+    alive.store(true, std::sync::atomic::Ordering::SeqCst);
+    let webhook_id = webhook["webhook_id"].as_str().expect("id");
+    assert_eq!(
+        sys.post_basic(&format!("{path}/{webhook_id}/retry")).await,
+        202
+    );
+    sys.eventually(Duration::from_secs(10), || {
+        (bodies(&received).len() == 6).then_some(())
+    })
+    .await
+    .expect("replayed");
+    let (_, after) = sys.get_basic(&path).await;
+    assert_eq!(after["count"], 0);
+    assert_eq!(
+        sys.post_basic(&format!("{path}/{webhook_id}/retry")).await,
+        404
+    );
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let sys = System::start_with_notifier(|c| {
+        c.allow_private_webhooks = false;
+        c.webhook_retry_schedule_ms = vec![0, 50, 50];
+    })
+    .await;
+    let (url, received) = receiver(|_| 200).await;
+    let (app, auth) = sys.application(&url).await;
+    let message = json!({
+        "to": {"type": "sms", "number": "447700190003"},
+        "from": {"type": "sms", "number": "447700900999"},
+        "message": {"content": {"type": "text", "text": "Hi"}},
+    });
+    sys.post_as(&auth, "/v0.1/messages", &message).await;
+    let path = format!("/v1/applications/{app}/webhooks/failed");
+    let mut failed = Value::Null;
+    for _ in 0..200 {
+        let (_, body) = sys.get_basic(&path).await;
+        if body["count"] == 1 {
+            failed = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let attempts = failed["_embedded"]["webhooks"][0]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(attempts.len(), 1, "refused at once, not retried: {failed}");
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("internal"))
+    );
+    assert!(
+        bodies(&received).is_empty(),
+        "nothing reached the private address"
+    );
+}
