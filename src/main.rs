@@ -70,6 +70,9 @@ enum Command {
     /// in-process against the configured RabbitMQ and Redis, under a
     /// private prefix).
     BenchTimer(dispatch_timer::bench::BenchArgs),
+    /// Measure webhook deliveries per second to a local receiver (runs a
+    /// notifier in-process under a private prefix).
+    BenchWebhooks(dispatch_notifier::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -254,5 +257,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(args, &config).await,
         Command::BenchTimer(args) => dispatch_timer::bench::run_bench(&config, args).await,
+        Command::BenchWebhooks(args) => dispatch_notifier::bench::run_bench(&config, args).await,
     }
 }

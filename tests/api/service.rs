@@ -30,6 +30,13 @@ async fn openapi_describes_every_route() {
         ("/v0.1/dispatch/{dispatch_uuid}", &["get"]),
         ("/v2/applications", &["post", "get"]),
         ("/v2/applications/{id}", &["get", "put", "delete"]),
+        ("/v1/applications/{id}/webhooks/failed", &["get"]),
+        ("/v1/applications/{id}/webhooks/failed/retry", &["post"]),
+        (
+            "/v1/applications/{id}/webhooks/failed/{webhook_id}/retry",
+            &["post"],
+        ),
+        ("/callbacks/simulator", &["post"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
     ] {

@@ -26,6 +26,7 @@
 //! - **Targets** are checked by [`guard`]: no internal addresses unless
 //!   `allow_private_webhooks`.
 
+pub mod bench;
 pub mod guard;
 pub mod schedule;
 pub mod sign;
