@@ -37,6 +37,7 @@ async fn openapi_describes_every_route() {
             &["post"],
         ),
         ("/callbacks/simulator", &["post"]),
+        ("/callbacks/simulator/inbound", &["post"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
     ] {

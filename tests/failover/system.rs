@@ -168,6 +168,11 @@ impl System {
     /// Creates an application whose status webhooks go to `status_url`;
     /// returns its id and an `Authorization` value to post as it.
     pub async fn application(&self, status_url: &str) -> (String, String) {
+        self.application_with(status_url, status_url).await
+    }
+
+    /// As [`System::application`], with inbound messages to `inbound_url`.
+    pub async fn application_with(&self, status_url: &str, inbound_url: &str) -> (String, String) {
         let created: Value = self
             .client
             .post(format!("{}/v2/applications", self.url))
@@ -175,7 +180,8 @@ impl System {
             .json(&json!({
                 "name": "test",
                 "capabilities": {"messages": {"webhooks": {
-                    "status_url": {"address": status_url, "http_method": "POST"}
+                    "status_url": {"address": status_url, "http_method": "POST"},
+                    "inbound_url": {"address": inbound_url, "http_method": "POST"}
                 }}}
             }))
             .send()
@@ -220,6 +226,11 @@ impl System {
             .expect("GET");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The HTTP client, for requests the helpers do not cover.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
     }
 
     pub async fn post_basic(&self, path: &str) -> u16 {

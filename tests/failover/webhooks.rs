@@ -326,3 +326,83 @@ async fn private_targets_are_refused_unless_allowed() {
         "nothing reached the private address"
     );
 }
+
+#[tokio::test]
+async fn a_users_answer_reaches_the_applications_inbound_url() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    let (status_url, statuses) = receiver(|_| 200).await;
+    let (inbound_url, inbound) = receiver(|_| 200).await;
+    let (app, auth) = sys.application_with(&status_url, &inbound_url).await;
+    let user = "447700210000";
+    let ours = "447700900999";
+    sys.post_as(
+        &auth,
+        "/v0.1/messages",
+        &json!({
+            "to": {"type": "whatsapp", "number": user},
+            "from": {"type": "whatsapp", "number": ours},
+            "message": {"content": {"type": "text", "text": "Still coming?"}},
+        }),
+    )
+    .await;
+    // `submitted` is reported after the send (and its conversation) is
+    // recorded.
+    sys.eventually(Duration::from_secs(10), || {
+        bodies(&statuses)
+            .iter()
+            .any(|r| r.json()["status"] == "submitted")
+            .then_some(())
+    })
+    .await
+    .expect("submitted");
+
+    let callback = format!("{}/callbacks/simulator/inbound", sys.url);
+    let unsigned = sys
+        .client()
+        .post(&callback)
+        .json(&json!({"anything": 1}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(unsigned.status().as_u16(), 401);
+
+    let answered = sys
+        .client()
+        .post(format!("{}/control/inbound", sys.config.simulator_url))
+        .json(&json!({
+            "channel": "whatsapp", "from": user, "to": ours,
+            "message": {"content": {"type": "text", "text": "Yes"}},
+            "callback_url": callback,
+        }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answered.status().as_u16(), 204);
+    let got = sys
+        .eventually(Duration::from_secs(10), || {
+            bodies(&inbound).into_iter().next()
+        })
+        .await
+        .expect("an inbound webhook");
+    let body = got.json();
+    assert!(body["message_uuid"].is_string());
+    assert_eq!(body["to"], json!({"type": "whatsapp", "number": ours}));
+    assert_eq!(body["from"], json!({"type": "whatsapp", "number": user}));
+    assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(
+        body["message"]["content"],
+        json!({"type": "text", "text": "Yes"})
+    );
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let token = got.header("authorization");
+    let claims = jsonwebtoken::decode::<Value>(
+        &token["Bearer ".len()..],
+        &jsonwebtoken::DecodingKey::from_secret(sys.signature_secret.as_bytes()),
+        &validation,
+    )
+    .expect("signed")
+    .claims;
+    assert_eq!(claims["application_id"], app);
+}

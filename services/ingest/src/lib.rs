@@ -64,6 +64,10 @@ pub fn router(state: AppState) -> Router {
             post(routes::webhooks::retry_one),
         )
         .route("/callbacks/simulator", post(routes::callbacks::simulator))
+        .route(
+            "/callbacks/simulator/inbound",
+            post(routes::callbacks::simulator_inbound),
+        )
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))

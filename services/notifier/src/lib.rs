@@ -3,7 +3,8 @@
 //! the receiver takes them.
 //!
 //! - **Where**: the job's application's `capabilities.messages.webhooks.
-//!   status_url` (message-status and final-report alike). A job with no
+//!   status_url` (message-status and final-report alike), or its
+//!   `inbound_url` for inbound messages. A job with no
 //!   application (a Basic-auth send) or an application without a
 //!   `status_url` has nowhere to go and is dropped with a log line, as the
 //!   original service did.
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
-use dispatch_model::envelope::{Envelope, WebhookJob};
+use dispatch_model::envelope::{Envelope, WebhookJob, WebhookKind};
 use dispatch_model::record::now_ms;
 use dispatch_timer::Scheduler;
 use serde::{Deserialize, Serialize};
@@ -247,11 +248,18 @@ impl Notifier {
             .query_async(&mut conn)
             .await?;
         let app: Option<serde_json::Value> = app.and_then(|raw| serde_json::from_str(&raw).ok());
-        let hook = app
-            .as_ref()
-            .and_then(|a| a.pointer("/capabilities/messages/webhooks/status_url"));
+        let url = match job.kind {
+            WebhookKind::InboundMessage => "/capabilities/messages/webhooks/inbound_url",
+            WebhookKind::MessageStatus | WebhookKind::FinalReport => {
+                "/capabilities/messages/webhooks/status_url"
+            }
+        };
+        let hook = app.as_ref().and_then(|a| a.pointer(url));
         let (Some(hook), Some(secret)) = (hook, secret) else {
-            tracing::info!("the application has no status_url (or is gone): webhook dropped");
+            tracing::info!(
+                url,
+                "the application has no such webhook URL (or is gone): webhook dropped"
+            );
             return Ok(None);
         };
         let url = hook["address"].as_str().unwrap_or_default().to_owned();

@@ -86,6 +86,11 @@
 //!   request as a [`SendRecord`], oldest first, with its `outcome`
 //!   (`accepted`, `rejected`, `unavailable`); the latest 100,000 are kept.
 //!   `DELETE /control/sends` → 204 empties it.
+//! - `POST /control/inbound` with a [`wire::InboundRequest`] (`channel`,
+//!   `from` the user, `to` our number or id, `message`) → a user writes to
+//!   us: a signed [`wire::Inbound`] is posted to
+//!   `{callback_url}/callbacks/simulator/inbound` (or the request's own
+//!   `callback_url`), 204 once it was taken, 502 if not.
 //! - `GET /healthz` → 200.
 
 pub mod behaviour;
@@ -139,6 +144,7 @@ pub async fn spawn(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
             shutdown.clone(),
         )?,
         secret: config.simulator_secret.as_str().into(),
+        inbound_url: format!("{}/callbacks/simulator/inbound", config.callback_base()).into(),
     };
     let router = server::router(app);
     let token = shutdown.clone();

@@ -110,7 +110,7 @@ impl Receipts {
 
     /// Posts `callback` to `url`, retrying with backoff; false if it was
     /// dropped.
-    async fn post(&self, url: &str, callback: &Callback) -> bool {
+    pub async fn post<T: serde::Serialize>(&self, url: &str, callback: &T) -> bool {
         let body = match serde_json::to_vec(callback) {
             Ok(body) => Bytes::from(body),
             Err(e) => {
@@ -152,8 +152,6 @@ impl Receipts {
         }
         tracing::warn!(
             url,
-            message_id = %callback.message_id,
-            status = callback.status.as_str(),
             error = %last_error,
             attempts = CALLBACK_ATTEMPTS,
             "callback dropped"

@@ -23,6 +23,8 @@ pub(crate) struct App {
     pub control: Control,
     pub receipts: Receipts,
     pub secret: Arc<str>,
+    /// Where inbound messages go unless the request names a URL.
+    pub inbound_url: Arc<str>,
 }
 
 pub(crate) fn router(app: App) -> Router {
@@ -33,6 +35,7 @@ pub(crate) fn router(app: App) -> Router {
             put(set_recipient).delete(clear_recipient),
         )
         .route("/control/sends", get(list_sends).delete(clear_sends))
+        .route("/control/inbound", post(inbound))
         .route("/healthz", get(healthz))
         .with_state(app)
 }
@@ -140,6 +143,31 @@ async fn list_sends(State(app): State<App>, Query(q): Query<SendsQuery>) -> Resp
 async fn clear_sends(State(app): State<App>) -> StatusCode {
     app.control.clear_sends();
     StatusCode::NO_CONTENT
+}
+
+/// Makes a user write to us: the inbound message is posted (signed, with
+/// retries) before the answer, 204 when it was taken, 502 when not.
+async fn inbound(State(app): State<App>, body: Bytes) -> Response {
+    let request: crate::wire::InboundRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, ProviderError::invalid(e)),
+    };
+    let message = crate::wire::Inbound {
+        message_id: format!("sim-in-{}", uuid::Uuid::new_v4()),
+        channel: request.channel,
+        from: request.from,
+        to: request.to,
+        timestamp_ms: dispatch_model::record::now_ms(),
+        message: request.message,
+    };
+    let url = request
+        .callback_url
+        .unwrap_or_else(|| app.inbound_url.to_string());
+    if app.receipts.post(&url, &message).await {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::BAD_GATEWAY.into_response()
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -219,3 +219,33 @@ mod tests {
         assert!(req.status_callback.is_none() && req.message.is_none());
     }
 }
+
+/// A message a user sent to one of our numbers or ids, posted as JSON to
+/// `{callback}/callbacks/simulator/inbound` and signed like receipts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// The simulator's id of the inbound message.
+    pub message_id: String,
+    pub channel: Channel,
+    /// The user: a number, or an id (messenger).
+    pub from: String,
+    /// Our number or id the user wrote to.
+    pub to: String,
+    pub timestamp_ms: i64,
+    /// The message as the Messages API's inbound webhook shows it:
+    /// `{"content": {"type": "text", "text": "…"}}`.
+    pub message: serde_json::Value,
+}
+
+/// `POST /control/inbound`: make a user write to us.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct InboundRequest {
+    pub channel: Channel,
+    pub from: String,
+    pub to: String,
+    pub message: serde_json::Value,
+    /// Where to post it; by default `{callback_url}/callbacks/simulator/inbound`
+    /// of the simulator's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}

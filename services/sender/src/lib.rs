@@ -294,7 +294,12 @@ impl Sender {
             }) => {
                 let parked = self
                     .receipts
-                    .record_sent(provider.name(), &provider_message_id, target)
+                    .record_sent(
+                        provider.name(),
+                        &provider_message_id,
+                        target,
+                        self.conversation(command),
+                    )
                     .await?;
                 self.report_submitted(target, provider_message_id.clone())
                     .await?;
@@ -311,6 +316,24 @@ impl Sender {
                 self.reject(target, error).await
             }
         }
+    }
+
+    /// Who wrote from our address to the user's, so that their answers go
+    /// to the same application.
+    fn conversation(&self, command: &SendCommand) -> Option<(String, String)> {
+        let address = |a: &Option<dispatch_model::message::Address>| {
+            a.as_ref()
+                .and_then(|a| a.number.clone().or_else(|| a.id.clone()))
+        };
+        let ours = address(&command.message.from)?;
+        let theirs = address(&command.message.to)?;
+        let key = self
+            .keys
+            .conversation(command.channel.as_str(), &ours, &theirs);
+        let app = command
+            .application_id
+            .map_or_else(|| "-".to_owned(), |a| a.to_string());
+        Some((key, format!("{} {app}", command.account)))
     }
 
     /// Publishes receipts that came before the send was recorded, then

@@ -79,14 +79,16 @@ return false
     )
 });
 
-/// `KEYS` mapping, parked list, sent record; `ARGV` mapping value, sent
-/// record JSON, TTL. Records both and returns the parked receipts, which
+/// `KEYS` mapping, parked list, sent record, and optionally a
+/// conversation; `ARGV` mapping value, sent record JSON, TTL, conversation
+/// value. Records both and returns the parked receipts, which
 /// stay parked until [`Receipts::unpark`] (after they are published).
 static RECORD_SENT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[3]) end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 ",
     )
@@ -154,21 +156,24 @@ impl Receipts {
         provider: &str,
         provider_id: &str,
         target: MessageRef,
+        conversation: Option<(String, String)>,
     ) -> Result<Parked, redis::RedisError> {
         let sent = Sent::Accepted {
             provider: provider.to_owned(),
             provider_message_id: provider_id.to_owned(),
         };
         let mut conn = self.redis.clone();
-        let parked: Vec<String> = RECORD_SENT
-            .key(self.keys.provider_message(provider, provider_id))
+        let mut invocation = RECORD_SENT.key(self.keys.provider_message(provider, provider_id));
+        invocation
             .key(self.keys.parked_receipts(provider, provider_id))
             .key(self.keys.sent(&target.message_uuid.to_string()))
             .arg(target.encode())
             .arg(serde_json::to_string(&sent).unwrap_or_default())
-            .arg(self.ttl_secs)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(self.ttl_secs);
+        if let Some((key, value)) = conversation {
+            invocation.key(key).arg(value);
+        }
+        let parked: Vec<String> = invocation.invoke_async(&mut conn).await?;
         Ok(decode(&parked))
     }
 

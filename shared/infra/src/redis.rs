@@ -137,6 +137,13 @@ impl Keys {
         format!("{}:provider:{provider}:{provider_id}:parked", self.prefix)
     }
 
+    /// String `{api_key} {application_id or -}`: who last wrote from our
+    /// `ours` to the user `theirs` on `channel`, so that the user's answers
+    /// reach that application.
+    pub fn conversation(&self, channel: &str, ours: &str, theirs: &str) -> String {
+        format!("{}:conversation:{channel}:{ours}:{theirs}", self.prefix)
+    }
+
     /// Hash channel → provider settings JSON for an account or an
     /// application (`scope` is the api key or the application id).
     pub fn providers(&self, scope: &str) -> String {

@@ -149,6 +149,8 @@ pub enum WebhookKind {
     MessageStatus,
     /// Once per dispatch workflow, to the `status_url`.
     FinalReport,
+    /// A message a user sent us, to the `inbound_url`.
+    InboundMessage,
 }
 
 impl WebhookKind {
@@ -156,6 +158,7 @@ impl WebhookKind {
         match self {
             WebhookKind::MessageStatus => "message_status",
             WebhookKind::FinalReport => "final_report",
+            WebhookKind::InboundMessage => "inbound_message",
         }
     }
 }
