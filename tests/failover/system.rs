@@ -3,7 +3,8 @@
 //! as if in its own process, against the real RabbitMQ and Redis named by
 //! `DISPATCH_AMQP_URL` / `DISPATCH_REDIS_URL`, under a fresh prefix.
 //!
-//! Webhook jobs are collected from the `webhooks` queue (no notifier yet).
+//! Webhook jobs are collected from the `webhooks` queue, unless the test
+//! runs the notifier (in this process or as child processes).
 //! Time is shrunk through configuration, not sleeps: one unit of
 //! `expiry_time` is 20 ms, so the spec's minimum of 15 is 300 ms.
 
@@ -22,6 +23,17 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const EXPIRY_UNIT_MS: u64 = 20;
+
+/// Who takes the webhook jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Webhooks {
+    /// The test, from the queue.
+    Collect,
+    /// A notifier in this process.
+    Notifier,
+    /// Nobody here: the test starts notifier processes.
+    External,
+}
 
 pub struct System {
     pub config: Config,
@@ -72,16 +84,25 @@ impl System {
 
     /// As [`System::start_with`], with settings changed by `tweak`.
     pub async fn start_configured(workflow: bool, tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(workflow, false, tweak).await
+        Self::start_full(workflow, Webhooks::Collect, tweak).await
     }
 
     /// Everything, the notifier included: webhooks go to the
     /// applications' URLs instead of being collected from the queue.
     pub async fn start_with_notifier(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(true, true, tweak).await
+        Self::start_full(true, Webhooks::Notifier, tweak).await
     }
 
-    async fn start_full(workflow: bool, notifier: bool, tweak: impl FnOnce(&mut Config)) -> Self {
+    /// Everything but the notifier, which the test runs as processes.
+    pub async fn start_without_notifier(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(true, Webhooks::External, tweak).await
+    }
+
+    async fn start_full(
+        workflow: bool,
+        webhooks_by: Webhooks,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         static TELEMETRY: std::sync::OnceLock<dispatch_infra::telemetry::Telemetry> =
             std::sync::OnceLock::new();
         TELEMETRY.get_or_init(|| {
@@ -125,9 +146,9 @@ impl System {
                 .await
         );
         let webhooks = Arc::new(Mutex::new(Vec::new()));
-        if notifier {
+        if webhooks_by == Webhooks::Notifier {
             tokio::spawn(dispatch_notifier::run(config.clone(), shutdown.clone()));
-        } else {
+        } else if webhooks_by == Webhooks::Collect {
             let sink = webhooks.clone();
             let options = ConsumeOptions::new(broker.topology().webhooks_queue(), 200);
             tokio::spawn(consume(
@@ -346,9 +367,14 @@ impl System {
 
     /// `dispatch workflow` as a child process with this system's settings.
     pub fn workflow_process(&self) -> tokio::process::Child {
+        self.process("workflow")
+    }
+
+    /// `dispatch <service>` as a child process with this system's settings.
+    pub fn process(&self, service: &str) -> tokio::process::Child {
         let c = &self.config;
         tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
-            .arg("workflow")
+            .arg(service)
             .env("DISPATCH_AMQP_URL", &c.amqp_url)
             .env("DISPATCH_REDIS_URL", &c.redis_url)
             .env("DISPATCH_AMQP_PREFIX", &c.amqp_prefix)
@@ -366,11 +392,19 @@ impl System {
                 "DISPATCH_LAST_STEP_HORIZON_MS",
                 c.last_step_horizon_ms.to_string(),
             )
+            .env(
+                "DISPATCH_ALLOW_PRIVATE_WEBHOOKS",
+                c.allow_private_webhooks.to_string(),
+            )
+            .env(
+                "DISPATCH_WEBHOOK_RETRY_SCHEDULE_MS",
+                format!("{:?}", c.webhook_retry_schedule_ms),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("dispatch workflow starts")
+            .expect("dispatch starts")
     }
 }
 

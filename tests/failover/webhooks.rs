@@ -406,3 +406,58 @@ async fn a_users_answer_reaches_the_applications_inbound_url() {
     .claims;
     assert_eq!(claims["application_id"], app);
 }
+
+#[tokio::test]
+async fn a_killed_notifier_loses_no_webhook() {
+    let sys = System::start_without_notifier(fast_retries).await;
+    let (url, received) = receiver(|_| 200).await;
+    let (_, auth) = sys.application(&url).await;
+    let mut notifier = sys.process("notifier");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let body = json!({
+            "to": {"type": "sms", "number": format!("4477002200{i:02}")},
+            "from": {"type": "sms", "number": "447700900999"},
+            "message": {"content": {"type": "text", "text": "Hi"}},
+        });
+        sys.sim.set(
+            &format!("4477002200{i:02}"),
+            dispatch_provider_sim::Behaviour::default(),
+        );
+        let id = sys.post_as(&auth, "/v0.1/messages", &body).await["message_uuid"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        ids.push(id);
+    }
+    sys.eventually(Duration::from_secs(15), || {
+        (bodies(&received).len() >= 10).then_some(())
+    })
+    .await
+    .expect("some delivered");
+    notifier.kill().await.expect("kill -9");
+    let mut again = sys.process("notifier");
+    // Every message's submitted and delivered arrive, duplicates allowed.
+    let complete = sys
+        .eventually(Duration::from_secs(20), || {
+            let seen: std::collections::HashSet<(String, String)> = bodies(&received)
+                .iter()
+                .map(|r| {
+                    let b = r.json();
+                    (
+                        b["message_uuid"].as_str().unwrap_or_default().to_owned(),
+                        b["status"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            ids.iter()
+                .all(|id| {
+                    seen.contains(&(id.clone(), "submitted".into()))
+                        && seen.contains(&(id.clone(), "delivered".into()))
+                })
+                .then_some(())
+        })
+        .await;
+    let _ = again.kill().await;
+    assert!(complete.is_some(), "webhooks lost across the kill");
+}
