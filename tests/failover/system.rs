@@ -194,16 +194,22 @@ impl System {
 
     /// As [`System::application`], with inbound messages to `inbound_url`.
     pub async fn application_with(&self, status_url: &str, inbound_url: &str) -> (String, String) {
+        self.application_webhooks(json!({
+            "status_url": {"address": status_url, "http_method": "POST"},
+            "inbound_url": {"address": inbound_url, "http_method": "POST"}
+        }))
+        .await
+    }
+
+    /// An application with `webhooks` as its messages webhooks.
+    pub async fn application_webhooks(&self, webhooks: Value) -> (String, String) {
         let created: Value = self
             .client
             .post(format!("{}/v2/applications", self.url))
             .basic_auth(&self.api_key, Some(&self.api_secret))
             .json(&json!({
                 "name": "test",
-                "capabilities": {"messages": {"webhooks": {
-                    "status_url": {"address": status_url, "http_method": "POST"},
-                    "inbound_url": {"address": inbound_url, "http_method": "POST"}
-                }}}
+                "capabilities": {"messages": {"webhooks": webhooks}}
             }))
             .send()
             .await

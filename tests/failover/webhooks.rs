@@ -209,6 +209,7 @@ async fn a_failing_receiver_gets_the_same_webhook_until_it_takes_it() {
         "to": {"type": "sms", "number": "447700170003"},
         "from": {"type": "sms", "number": "447700900999"},
         "message": {"content": {"type": "text", "text": "Hi"}},
+        "client_ref": "mine",
     });
     sys.post_as(&auth, "/v0.1/messages", &message).await;
     let all = sys
@@ -460,4 +461,80 @@ async fn a_killed_notifier_loses_no_webhook() {
         .await;
     let _ = again.kill().await;
     assert!(complete.is_some(), "webhooks lost across the kill");
+}
+
+#[tokio::test]
+async fn final_reports_can_go_to_their_own_url() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    let (status_url, statuses) = receiver(|_| 200).await;
+    let (report_url, reports) = receiver(|_| 200).await;
+    let (_, auth) = sys
+        .application_webhooks(json!({
+            "status_url": {"address": status_url, "http_method": "POST"},
+            "final_report_url": {"address": report_url, "http_method": "POST"},
+        }))
+        .await;
+    let body = json!({"template": "failover", "workflow": [
+        step("whatsapp", "447700230000", Some((600, "delivered"))),
+        step("sms", "447700230100", None),
+    ]});
+    sys.post_as(&auth, "/v0.1/dispatch", &body).await;
+    let report = sys
+        .eventually(Duration::from_secs(10), || {
+            bodies(&reports).into_iter().next()
+        })
+        .await
+        .expect("a final report");
+    assert_eq!(report.json()["status"], "completed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(bodies(&reports).len(), 1, "only the report");
+    assert!(
+        bodies(&statuses)
+            .iter()
+            .all(|r| r.json().get("template").is_none()),
+        "no report at the status_url"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_is_paused_not_hammered() {
+    let sys = System::start_with_notifier(|c| {
+        fast_retries(c);
+        c.webhook_retry_schedule_ms = vec![0, 20, 20, 20, 20, 20, 20, 20];
+        c.webhook_circuit_failures = 3;
+        c.webhook_circuit_open_ms = 60_000;
+    })
+    .await;
+    let (url, received) = receiver(|_| 500).await;
+    let (app, auth) = sys.application(&url).await;
+    for i in 0..3 {
+        let body = json!({
+            "to": {"type": "sms", "number": format!("4477002400{i:02}")},
+            "from": {"type": "sms", "number": "447700900999"},
+            "message": {"content": {"type": "text", "text": "Hi"}},
+        });
+        sys.sim.set(
+            &format!("4477002400{i:02}"),
+            dispatch_provider_sim::Behaviour::default(),
+        );
+        sys.post_as(&auth, "/v0.1/messages", &body).await;
+    }
+    // Six webhooks, eight attempts each: all dead-lettered, but after the
+    // third failure in a row the circuit opened and nothing more was sent.
+    let path = format!("/v1/applications/{app}/webhooks/failed");
+    let mut count = Value::Null;
+    for _ in 0..400 {
+        let (_, body) = sys.get_basic(&path).await;
+        count = body["count"].clone();
+        if count == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(count, 6, "every webhook dead-lettered");
+    let calls = bodies(&received).len();
+    assert!(
+        calls <= 4,
+        "{calls} calls to a receiver whose circuit was open"
+    );
 }

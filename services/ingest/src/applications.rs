@@ -67,6 +67,9 @@ pub struct MessagesWebhooks {
     pub inbound_url: Option<Webhook>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_url: Option<Webhook>,
+    /// Our extension: where final reports go instead of `status_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_report_url: Option<Webhook>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +108,7 @@ struct MessagesBody {
 struct WebhooksBody {
     inbound_url: Option<WebhookBody>,
     status_url: Option<WebhookBody>,
+    final_report_url: Option<WebhookBody>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +157,13 @@ fn validate(body: ApplicationBody) -> Result<Validated, Vec<InvalidParam>> {
                 }),
                 status_url: w.status_url.and_then(|h| {
                     webhook(h, "capabilities.messages.webhooks.status_url", &mut errs)
+                }),
+                final_report_url: w.final_report_url.and_then(|h| {
+                    webhook(
+                        h,
+                        "capabilities.messages.webhooks.final_report_url",
+                        &mut errs,
+                    )
                 }),
             }
         });

@@ -3,8 +3,9 @@
 //! the receiver takes them.
 //!
 //! - **Where**: the job's application's `capabilities.messages.webhooks.
-//!   status_url` (message-status and final-report alike), or its
-//!   `inbound_url` for inbound messages. A job with no
+//!   status_url` (message-status and final-report alike, unless the
+//!   application names a `final_report_url`), or its `inbound_url` for
+//!   inbound messages. A job with no
 //!   application (a Basic-auth send) or an application without a
 //!   `status_url` has nowhere to go and is dropped with a log line, as the
 //!   original service did.
@@ -248,13 +249,19 @@ impl Notifier {
             .query_async(&mut conn)
             .await?;
         let app: Option<serde_json::Value> = app.and_then(|raw| serde_json::from_str(&raw).ok());
+        let webhooks = app
+            .as_ref()
+            .and_then(|a| a.pointer("/capabilities/messages/webhooks"));
         let url = match job.kind {
-            WebhookKind::InboundMessage => "/capabilities/messages/webhooks/inbound_url",
-            WebhookKind::MessageStatus | WebhookKind::FinalReport => {
-                "/capabilities/messages/webhooks/status_url"
-            }
+            WebhookKind::InboundMessage => "inbound_url",
+            WebhookKind::MessageStatus => "status_url",
+            // A separate URL when the application names one.
+            WebhookKind::FinalReport => match webhooks.and_then(|w| w.get("final_report_url")) {
+                Some(_) => "final_report_url",
+                None => "status_url",
+            },
         };
-        let hook = app.as_ref().and_then(|a| a.pointer(url));
+        let hook = webhooks.and_then(|w| w.get(url));
         let (Some(hook), Some(secret)) = (hook, secret) else {
             tracing::info!(
                 url,
