@@ -35,6 +35,15 @@ impl Received {
 async fn receiver(
     answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
 ) -> (String, Arc<Mutex<Vec<Received>>>) {
+    receiver_on("127.0.0.1", Duration::ZERO, answer).await
+}
+
+/// A receiver on `host` that takes `delay` to answer.
+async fn receiver_on(
+    host: &str,
+    delay: Duration,
+    answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Received>>>) {
     let received = Arc::new(Mutex::new(Vec::new()));
     let log = received.clone();
     let answer = Arc::new(answer);
@@ -44,6 +53,7 @@ async fn receiver(
             let log = log.clone();
             let answer = answer.clone();
             async move {
+                tokio::time::sleep(delay).await;
                 let mut log = log.lock().expect("lock");
                 let n = log.len();
                 log.push(Received {
@@ -57,7 +67,8 @@ async fn receiver(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let port = listener.local_addr().expect("addr").port();
+    let url = format!("http://{host}:{port}/hook");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, received)
 }
@@ -536,5 +547,59 @@ async fn a_receiver_that_keeps_failing_is_paused_not_hammered() {
     assert!(
         calls <= 4,
         "{calls} calls to a receiver whose circuit was open"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_receiver_does_not_hold_up_the_others() {
+    let sys = System::start_with_notifier(|c| {
+        fast_retries(c);
+        c.notifier_concurrency = 4;
+        c.webhook_concurrency_per_host = 2;
+    })
+    .await;
+    // One application behind a receiver taking 300 ms per webhook, on
+    // "localhost"; another behind a fast one on 127.0.0.1.
+    let (slow_url, slow) = receiver_on("localhost", Duration::from_millis(300), |_| 200).await;
+    let (fast_url, fast) = receiver(|_| 200).await;
+    let (_, slow_app) = sys.application(&slow_url).await;
+    let (_, fast_app) = sys.application(&fast_url).await;
+    let sms = |to: String| {
+        json!({
+            "to": {"type": "sms", "number": to},
+            "from": {"type": "sms", "number": "447700900999"},
+            "message": {"content": {"type": "text", "text": "Hi"}},
+        })
+    };
+    for i in 0..10 {
+        let to = format!("4477002500{i:02}");
+        sys.sim
+            .set(&to, dispatch_provider_sim::Behaviour::default());
+        sys.post_as(&slow_app, "/v0.1/messages", &sms(to)).await;
+    }
+    // 20 webhooks for the slow receiver: at 2 at a time, over 3 s of work.
+    sys.eventually(Duration::from_secs(10), || {
+        (!bodies(&slow).is_empty()).then_some(())
+    })
+    .await
+    .expect("the slow receiver is being served");
+    let started = std::time::Instant::now();
+    let to = "447700250100".to_owned();
+    sys.sim
+        .set(&to, dispatch_provider_sim::Behaviour::default());
+    sys.post_as(&fast_app, "/v0.1/messages", &sms(to)).await;
+    sys.eventually(Duration::from_secs(10), || {
+        (bodies(&fast).len() >= 2).then_some(())
+    })
+    .await
+    .expect("the fast receiver gets its webhooks");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the fast receiver waited {waited:?} behind the slow one"
+    );
+    assert!(
+        bodies(&slow).len() < 20,
+        "the slow receiver was not done yet"
     );
 }

@@ -20,7 +20,10 @@
 //! - **Once**: a delivered webhook's id is remembered, so a duplicate job
 //!   (the workflow's outbox may publish one twice) is not sent again.
 //! - **Isolation**: at most `webhook_concurrency_per_host` requests per
-//!   destination host, `notifier_concurrency` overall; a host that fails
+//!   destination host, `notifier_concurrency` overall; a webhook whose host
+//!   has no free slot goes back to the timer for a moment instead of
+//!   waiting in the consumer, so a slow receiver never fills the prefetch
+//!   that other receivers' webhooks need; a host that fails
 //!   `webhook_circuit_failures` times in a row gets nothing for
 //!   `webhook_circuit_open_ms` (its webhooks are rescheduled, not sent), so
 //!   a dead receiver is paced rather than hammered and cannot hold up the
@@ -50,6 +53,10 @@ use tracing::Instrument;
 
 /// Routing key of scheduled retries (bound to the webhooks queue).
 pub const RETRY_ROUTING_KEY: &str = "webhook.retry";
+
+/// How long a webhook to a destination with no free slot waits (plus up to
+/// as much again, at random) before it is tried again; not an attempt.
+const BUSY_WAIT_MS: u64 = 250;
 
 /// One failed attempt, as listed with a dead letter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +179,10 @@ impl Notifier {
         let Err(attempt) = self.attempt(&job, &destination).await else {
             return Ok(());
         };
+        if attempt.busy {
+            let wait = BUSY_WAIT_MS + rand::random::<u64>() % BUSY_WAIT_MS;
+            return self.later(&job, now_ms() + wait as i64).await;
+        }
         tracing::info!(status = ?attempt.status, error = %attempt.error, "webhook attempt failed");
         let mut conn = self.redis.clone();
         let key = self.keys.webhook_attempts(&job.webhook_id);
@@ -235,6 +246,21 @@ impl Notifier {
         Ok(())
     }
 
+    /// Hands `job` to the timer, to come back at `due_ms`.
+    async fn later(&self, job: &WebhookJob, due_ms: i64) -> Result<(), NotifyError> {
+        let payload = serde_json::to_string(&Envelope::Webhook(job.clone())).unwrap_or_default();
+        self.scheduler
+            .schedule(
+                &format!("webhook:{}", job.webhook_id),
+                due_ms,
+                RETRY_ROUTING_KEY,
+                &job.webhook_id,
+                &payload,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The application's `status_url` and the account's signature secret;
     /// `None` when the webhook has nowhere to go.
     async fn destination(&self, job: &WebhookJob) -> Result<Option<Destination>, NotifyError> {
@@ -292,6 +318,7 @@ impl Notifier {
             error,
             retry_after,
             permanent: false,
+            busy: false,
         };
         let mut conn = self.redis.clone();
         let delivered_key = self.keys.webhook_delivered(&job.webhook_id);
@@ -313,7 +340,14 @@ impl Notifier {
         let slots = self
             .open_slots(&host)
             .map_err(|until| failed(None, format!("circuit open for {until} ms more"), None))?;
-        let _slot = slots.acquire_owned().await;
+        // A host with all its slots busy does not get to hold this
+        // notifier's prefetch: the webhook waits in the timer instead.
+        let Ok(_slot) = slots.try_acquire_owned() else {
+            return Err(Failed {
+                busy: true,
+                ..failed(None, "destination busy".into(), None)
+            });
+        };
         let body = serde_json::to_vec(&job.body).unwrap_or_default();
         let signer = sign::Signer {
             secret: &to.secret,
@@ -414,6 +448,8 @@ struct Failed {
     retry_after: Option<Duration>,
     /// Retrying cannot help (a refused target).
     permanent: bool,
+    /// Not an attempt: the destination had no free slot.
+    busy: bool,
 }
 
 impl Failed {
