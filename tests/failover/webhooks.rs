@@ -44,14 +44,28 @@ async fn receiver_on(
     delay: Duration,
     answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
 ) -> (String, Arc<Mutex<Vec<Received>>>) {
+    receiver_timed(host, move |_| delay, answer).await
+}
+
+/// A receiver on `host` that takes `delay(n)` to answer its n-th request
+/// (counted on arrival); requests are logged when answered.
+async fn receiver_timed(
+    host: &str,
+    delay: impl Fn(usize) -> Duration + Send + Sync + 'static,
+    answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Received>>>) {
     let received = Arc::new(Mutex::new(Vec::new()));
     let log = received.clone();
     let answer = Arc::new(answer);
+    let delay = Arc::new(delay);
+    let arrivals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
             let log = log.clone();
             let answer = answer.clone();
+            let arrival = arrivals.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let delay = delay(arrival);
             async move {
                 tokio::time::sleep(delay).await;
                 let mut log = log.lock().expect("lock");
@@ -602,4 +616,42 @@ async fn a_slow_receiver_does_not_hold_up_the_others() {
         bodies(&slow).len() < 20,
         "the slow receiver was not done yet"
     );
+}
+
+#[tokio::test]
+async fn a_messages_webhooks_arrive_in_status_order() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    // The first webhook takes 400 ms to answer, the later ones none: were
+    // they sent side by side, `delivered` and `read` would be answered
+    // (and logged) before `submitted`.
+    let (url, received) = receiver_timed(
+        "127.0.0.1",
+        |n| Duration::from_millis(if n == 0 { 400 } else { 0 }),
+        |_| 200,
+    )
+    .await;
+    let (_, auth) = sys.application(&url).await;
+    // `01`: delivered, then read.
+    sys.post_as(
+        &auth,
+        "/v0.1/messages",
+        &json!({
+            "to": {"type": "whatsapp", "number": "447700260001"},
+            "from": {"type": "whatsapp", "number": "447700900999"},
+            "message": {"content": {"type": "text", "text": "Hi"}},
+        }),
+    )
+    .await;
+    let statuses = sys
+        .eventually(Duration::from_secs(10), || {
+            let all = bodies(&received);
+            (all.len() == 3).then(|| {
+                all.iter()
+                    .map(|r| r.json()["status"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .expect("three webhooks");
+    assert_eq!(statuses, ["submitted", "delivered", "read"]);
 }

@@ -28,6 +28,10 @@
 //!   `webhook_circuit_open_ms` (its webhooks are rescheduled, not sent), so
 //!   a dead receiver is paced rather than hammered and cannot hold up the
 //!   others.
+//! - **Order**: deliveries of one message's webhooks take turns within a
+//!   notifier, in the order they were consumed (the order the workflow
+//!   published them), so a receiver sees `submitted` before `delivered`
+//!   unless a retry intervenes; every body carries its event time.
 //! - **Targets** are checked by [`guard`]: no internal addresses unless
 //!   `allow_private_webhooks`.
 
@@ -97,6 +101,7 @@ pub async fn run_with(
         keys,
         http: http.build()?,
         hosts: Mutex::new(HashMap::new()),
+        messages: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
     let options = ConsumeOptions::new(
@@ -125,6 +130,9 @@ struct Notifier {
     scheduler: Scheduler,
     http: reqwest::Client,
     hosts: Mutex<HashMap<String, Host>>,
+    /// One delivery at a time per message, so that its statuses arrive in
+    /// the order they were queued (as far as retries allow).
+    messages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What the notifier knows of one destination host.
@@ -176,7 +184,18 @@ impl Notifier {
         let Some(destination) = self.destination(&job).await? else {
             return Ok(());
         };
-        let Err(attempt) = self.attempt(&job, &destination).await else {
+        let key = job.body["message_uuid"].as_str().map(str::to_owned);
+        let turn = key.as_ref().map(|k| self.message_turn(k));
+        let held = match &turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        };
+        let result = self.attempt(&job, &destination).await;
+        drop(held);
+        if let Some(key) = key {
+            self.release_turn(&key, turn);
+        }
+        let Err(attempt) = result else {
             return Ok(());
         };
         if attempt.busy {
@@ -244,6 +263,23 @@ impl Notifier {
             }
         }
         Ok(())
+    }
+
+    fn message_turn(&self, message: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        turns.entry(message.to_owned()).or_default().clone()
+    }
+
+    /// Forgets a message's turn once nobody waits for it.
+    fn release_turn(&self, message: &str, turn: Option<Arc<tokio::sync::Mutex<()>>>) {
+        let mut turns = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        drop(turn);
+        if turns
+            .get(message)
+            .is_some_and(|t| Arc::strong_count(t) == 1)
+        {
+            turns.remove(message);
+        }
     }
 
     /// Hands `job` to the timer, to come back at `due_ms`.
