@@ -2,8 +2,8 @@
 //!
 //! Under a private prefix: an account and an application whose
 //! `status_url` is a local receiver (answering after `--receiver-delay-ms`),
-//! a notifier running in this process, and `--jobs` webhook jobs published
-//! to the queue up front. Reports deliveries per second from the first
+//! a notifier and a timer running in this process, and `--jobs` webhook
+//! jobs published to the queue up front. Reports deliveries per second from the first
 //! delivery to the last, and the receiver's view of concurrency.
 
 use std::sync::Arc;
@@ -133,6 +133,12 @@ pub async fn run_bench(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The timer brings back webhooks that waited for a free slot.
+    tokio::spawn(dispatch_timer::run_with(
+        config.clone(),
+        connections.clone(),
+        shutdown.clone(),
+    ));
     let notifier = tokio::spawn(crate::run_with(
         config.clone(),
         connections.clone(),

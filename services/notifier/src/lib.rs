@@ -58,8 +58,12 @@ use tracing::Instrument;
 /// Routing key of scheduled retries (bound to the webhooks queue).
 pub const RETRY_ROUTING_KEY: &str = "webhook.retry";
 
-/// How long a webhook to a destination with no free slot waits (plus up to
-/// as much again, at random) before it is tried again; not an attempt.
+/// How long a webhook waits in the consumer for a free slot of its
+/// destination before it goes back to the timer.
+const SLOT_WAIT: Duration = Duration::from_millis(100);
+
+/// How long a webhook to a destination with no free slot waits in the
+/// timer (plus up to as much again, at random); not an attempt.
 const BUSY_WAIT_MS: u64 = 250;
 
 /// One failed attempt, as listed with a dead letter.
@@ -376,9 +380,11 @@ impl Notifier {
         let slots = self
             .open_slots(&host)
             .map_err(|until| failed(None, format!("circuit open for {until} ms more"), None))?;
-        // A host with all its slots busy does not get to hold this
-        // notifier's prefetch: the webhook waits in the timer instead.
-        let Ok(_slot) = slots.try_acquire_owned() else {
+        // A host whose slots stay busy does not get to hold this
+        // notifier's prefetch: after a short wait the webhook goes back to
+        // the timer instead.
+        let slot = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await;
+        let Ok(Ok(_slot)) = slot else {
             return Err(Failed {
                 busy: true,
                 ..failed(None, "destination busy".into(), None)
