@@ -337,45 +337,13 @@ async fn killed_workflow_processes_leave_every_workflow_ending_once() {
 
 #[tokio::test]
 async fn a_redelivered_send_command_does_not_call_the_provider_again() {
-    use dispatch_infra::broker::Broker;
-    use dispatch_model::envelope::{Envelope, SendCommand};
-
     let sys = System::start().await;
     let to = "447700110000";
-    let message = json!({
-        "to": {"type": "sms", "number": to},
-        "from": {"type": "sms", "number": "447700900999"},
-        "message": {"content": {"type": "text", "text": "Once"}},
-    });
+    let message = sms(to);
     let id = sys.message(message.clone()).await;
-    sys.eventually(Duration::from_secs(10), || {
-        sys.statuses(&id.to_string())
-            .contains(&"delivered".to_owned())
-            .then_some(())
-    })
-    .await
-    .expect("delivered");
-
-    // The same command again, as the broker would redeliver it.
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let broker = Broker::start(&sys.config, "test", shutdown.clone());
-    assert!(broker.wait_ready(Duration::from_secs(10)).await);
-    let command = SendCommand {
-        workflow_id: id,
-        message_uuid: id,
-        channel: dispatch_model::Channel::Sms,
-        account: "ignored".into(),
-        application_id: None,
-        message: serde_json::from_value(message).expect("message"),
-    };
-    for _ in 0..2 {
-        broker
-            .publish(&Envelope::Send(Box::new(command.clone())))
-            .await
-            .expect("published");
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    shutdown.cancel();
+    reported(&sys, id, "delivered").await;
+    // The same command again, twice, as the broker would redeliver it.
+    resend(&sys, id, &message, 2).await;
     assert_eq!(
         sys.sim.sends_to(to).len(),
         1,
@@ -390,6 +358,45 @@ fn sms(to: &str) -> serde_json::Value {
         "from": {"type": "sms", "number": "447700900999"},
         "message": {"content": {"type": "text", "text": "Hi"}},
     })
+}
+
+/// Waits until `status` was reported for message `id`.
+async fn reported(sys: &System, id: uuid::Uuid, status: &str) {
+    sys.eventually(Duration::from_secs(10), || {
+        sys.statuses(&id.to_string())
+            .iter()
+            .any(|s| s == status)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{status} for {id}"));
+}
+
+/// Publishes the send command of Messages API send `id` `times` times, as
+/// redeliveries, and gives the senders a moment to handle them.
+async fn resend(sys: &System, id: uuid::Uuid, message: &serde_json::Value, times: usize) {
+    use dispatch_infra::broker::Broker;
+    use dispatch_model::envelope::{Envelope, SendCommand};
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let broker = Broker::start(&sys.config, "test", shutdown.clone());
+    assert!(broker.wait_ready(Duration::from_secs(10)).await);
+    let command = SendCommand {
+        workflow_id: id,
+        message_uuid: id,
+        channel: dispatch_model::Channel::Sms,
+        account: "ignored".into(),
+        application_id: None,
+        message: serde_json::from_value(message.clone()).expect("message"),
+    };
+    for _ in 0..times {
+        broker
+            .publish(&Envelope::Send(Box::new(command.clone())))
+            .await
+            .expect("published");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
 }
 
 #[tokio::test]
@@ -478,38 +485,12 @@ async fn the_per_channel_rate_limit_paces_provider_calls() {
 
 #[tokio::test]
 async fn a_redelivered_send_of_a_rejected_message_is_not_sent_again() {
-    use dispatch_infra::broker::Broker;
-    use dispatch_model::envelope::{Envelope, SendCommand};
-
     let sys = System::start().await;
     let to = "447700140002"; // rejected at submit
     let message = sms(to);
     let id = sys.message(message.clone()).await;
-    sys.eventually(Duration::from_secs(10), || {
-        sys.statuses(&id.to_string())
-            .contains(&"rejected".to_owned())
-            .then_some(())
-    })
-    .await
-    .expect("rejected");
-
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let broker = Broker::start(&sys.config, "test", shutdown.clone());
-    assert!(broker.wait_ready(Duration::from_secs(10)).await);
-    let command = SendCommand {
-        workflow_id: id,
-        message_uuid: id,
-        channel: dispatch_model::Channel::Sms,
-        account: "ignored".into(),
-        application_id: None,
-        message: serde_json::from_value(message).expect("message"),
-    };
-    broker
-        .publish(&Envelope::Send(Box::new(command)))
-        .await
-        .expect("published");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    shutdown.cancel();
+    reported(&sys, id, "rejected").await;
+    resend(&sys, id, &message, 1).await;
     assert_eq!(
         sys.sim.sends_to(to).len(),
         1,

@@ -237,17 +237,7 @@ impl Notifier {
         match delay {
             Some(delay) => {
                 let due_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                let payload =
-                    serde_json::to_string(&Envelope::Webhook(job.clone())).unwrap_or_default();
-                self.scheduler
-                    .schedule(
-                        &format!("webhook:{}", job.webhook_id),
-                        due_ms,
-                        RETRY_ROUTING_KEY,
-                        &job.webhook_id,
-                        &payload,
-                    )
-                    .await?;
+                self.later(&job, due_ms).await?;
             }
             None => {
                 tracing::warn!(attempts = job.attempts, "webhook dead-lettered");
