@@ -58,6 +58,9 @@ use tracing::Instrument;
 /// Routing key of scheduled retries (bound to the webhooks queue).
 pub const RETRY_ROUTING_KEY: &str = "webhook.retry";
 
+/// Destination hosts remembered before idle ones are forgotten.
+const MAX_HOSTS: usize = 10_000;
+
 /// How long a webhook waits in the consumer for a free slot of its
 /// destination before it goes back to the timer.
 const SLOT_WAIT: Duration = Duration::from_millis(100);
@@ -97,7 +100,8 @@ pub async fn run_with(
         .timeout(Duration::from_millis(config.webhook_timeout_ms))
         .redirect(reqwest::redirect::Policy::none());
     if !config.allow_private_webhooks {
-        http = http.dns_resolver(guard::PublicOnly);
+        // A proxy would resolve the target itself, past the check.
+        http = http.dns_resolver(guard::PublicOnly).no_proxy();
     }
     let notifier = Arc::new(Notifier {
         scheduler: Scheduler::new(connections.redis.clone(), keys.clone()),
@@ -185,26 +189,42 @@ impl Notifier {
     }
 
     async fn deliver(&self, mut job: WebhookJob) -> Result<(), NotifyError> {
-        let Some(destination) = self.destination(&job).await? else {
-            return Ok(());
-        };
+        // The message's turn first, so that its webhooks go out in the
+        // order they were consumed.
         let key = job.body["message_uuid"].as_str().map(str::to_owned);
         let turn = key.as_ref().map(|k| self.message_turn(k));
         let held = match &turn {
-            Some(turn) => Some(turn.lock().await),
+            // Bounded, like a slot: a message whose earlier webhook is
+            // still out waits in the timer, not in the prefetch.
+            Some(turn) => tokio::time::timeout(SLOT_WAIT, turn.lock()).await.ok(),
             None => None,
         };
-        let result = self.attempt(&job, &destination).await;
+        let result = if turn.is_some() && held.is_none() {
+            Ok(Err(Failed::busy(Duration::ZERO)))
+        } else {
+            match self.destination(&job).await {
+                Ok(Some(destination)) => Ok(self.attempt(&job, &destination).await),
+                Ok(None) => Ok(Ok(())),
+                Err(e) => Err(e),
+            }
+        };
         drop(held);
         if let Some(key) = key {
             self.release_turn(&key, turn);
         }
+        let result = result?;
         let Err(attempt) = result else {
             return Ok(());
         };
         if attempt.busy {
-            let wait = BUSY_WAIT_MS + rand::random::<u64>() % BUSY_WAIT_MS;
-            return self.later(&job, now_ms() + wait as i64).await;
+            // Not an attempt: come back when there may be room.
+            let jitter = rand::random::<u64>() % BUSY_WAIT_MS;
+            let wait = attempt
+                .retry_after
+                .unwrap_or_default()
+                .max(Duration::from_millis(BUSY_WAIT_MS + jitter));
+            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            return self.later(&job, now_ms() + wait_ms).await;
         }
         tracing::info!(status = ?attempt.status, error = %attempt.error, "webhook attempt failed");
         let mut conn = self.redis.clone();
@@ -369,16 +389,13 @@ impl Notifier {
         let host = url.host_str().unwrap_or_default().to_owned();
         let slots = self
             .open_slots(&host)
-            .map_err(|until| failed(None, format!("circuit open for {until} ms more"), None))?;
+            .map_err(|open_ms| Failed::busy(Duration::from_millis(open_ms as u64)))?;
         // A host whose slots stay busy does not get to hold this
         // notifier's prefetch: after a short wait the webhook goes back to
         // the timer instead.
         let slot = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await;
         let Ok(Ok(_slot)) = slot else {
-            return Err(Failed {
-                busy: true,
-                ..failed(None, "destination busy".into(), None)
-            });
+            return Err(Failed::busy(Duration::ZERO));
         };
         let body = serde_json::to_vec(&job.body).unwrap_or_default();
         let signer = sign::Signer {
@@ -418,7 +435,8 @@ impl Notifier {
                     retry_after,
                 ))
             }
-            Err(e) => Err(failed(None, error_chain(&e), None)),
+            // Without the URL: its query may hold the receiver's secrets.
+            Err(e) => Err(failed(None, error_chain(&e.without_url()), None)),
         };
         self.note(&host, outcome.is_ok());
         outcome?;
@@ -436,6 +454,13 @@ impl Notifier {
     /// The host's request slots, or how long its circuit stays open.
     fn open_slots(&self, host: &str) -> Result<Arc<Semaphore>, u128> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if hosts.len() >= MAX_HOSTS && !hosts.contains_key(host) {
+            // Forget hosts with nothing in flight and nothing to remember.
+            let per_host = self.config.webhook_concurrency_per_host;
+            hosts.retain(|_, h| {
+                h.failures > 0 || h.open_until.is_some() || h.slots.available_permits() < per_host
+            });
+        }
         let entry = hosts.entry(host.to_owned()).or_insert_with(|| Host {
             slots: Arc::new(Semaphore::new(self.config.webhook_concurrency_per_host)),
             failures: 0,
@@ -485,6 +510,20 @@ struct Failed {
 }
 
 impl Failed {
+    /// Not an attempt: no slot, or the destination's circuit is open (for
+    /// `wait` more).
+    fn busy(wait: Duration) -> Self {
+        Failed {
+            at_ms: now_ms(),
+            status: None,
+            latency_ms: 0,
+            error: "destination busy".into(),
+            retry_after: Some(wait),
+            permanent: false,
+            busy: true,
+        }
+    }
+
     fn record(&self) -> Attempt {
         Attempt {
             at_ms: self.at_ms,

@@ -86,7 +86,8 @@
 //!   request as a [`SendRecord`], oldest first, with its `outcome`
 //!   (`accepted`, `rejected`, `unavailable`); the latest 100,000 are kept.
 //!   `DELETE /control/sends` → 204 empties it.
-//! - `POST /control/inbound` with a [`wire::InboundRequest`] (`channel`,
+//! - `POST /control/inbound` (bearer `simulator_secret`, as for sends) with
+//!   a [`wire::InboundRequest`] (`channel`,
 //!   `from` the user, `to` our number or id, `message`) → a user writes to
 //!   us: a signed [`wire::Inbound`] is posted to
 //!   `{callback_url}/callbacks/simulator/inbound` (or the request's own

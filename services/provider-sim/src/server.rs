@@ -146,8 +146,14 @@ async fn clear_sends(State(app): State<App>) -> StatusCode {
 }
 
 /// Makes a user write to us: the inbound message is posted (signed, with
-/// retries) before the answer, 204 when it was taken, 502 when not.
-async fn inbound(State(app): State<App>, body: Bytes) -> Response {
+/// retries) before the answer, 204 when it was taken, 502 when not. Needs
+/// the bearer secret.
+async fn inbound(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    // It makes the simulator sign and post on demand: only for those who
+    // hold its secret, like sends.
+    if !authorized(&headers, &app.secret) {
+        return error(StatusCode::UNAUTHORIZED, ProviderError::unauthorized());
+    }
     let request: crate::wire::InboundRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, ProviderError::invalid(e)),

@@ -174,7 +174,8 @@ impl Sender {
         let lock = Lock {
             key: self.keys.send_lock(&command.message_uuid.to_string()),
             token: uuid::Uuid::new_v4().to_string(),
-            ms: self.config.provider_timeout_ms + 5_000,
+            // One provider call and the longest wait before the next.
+            ms: self.config.provider_timeout_ms + MAX_RETRY_AFTER.as_millis() as u64 + 5_000,
         };
         let channel = command.channel.as_str();
         let mut pipe = redis::pipe();

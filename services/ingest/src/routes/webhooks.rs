@@ -103,13 +103,20 @@ pub async fn retry_one(
 }
 
 /// Queues `job` again with a fresh schedule, then forgets the dead letter.
-async fn replay(state: &AppState, key: &str, mut job: WebhookJob) -> ApiResult<()> {
-    job.attempts = 0;
-    let id = job.webhook_id.clone();
-    if let Err(e) = state.broker.publish(&Envelope::Webhook(job)).await {
+async fn replay(state: &AppState, key: &str, job: WebhookJob) -> ApiResult<()> {
+    // Out of the list first: the replayed job may fail and be listed again
+    // before this returns, and that new entry must stay.
+    let stored = serde_json::to_string(&job).map_err(|e| ApiError::Internal(e.into()))?;
+    let _: usize = state.redis().hdel(key, &job.webhook_id).await?;
+    let fresh = WebhookJob { attempts: 0, ..job };
+    if let Err(e) = state
+        .broker
+        .publish(&Envelope::Webhook(fresh.clone()))
+        .await
+    {
         tracing::warn!(error = %e, "could not replay a webhook");
+        let _: Result<usize, _> = state.redis().hset(key, &fresh.webhook_id, stored).await;
         return Err(ApiError::Unavailable("The message broker is unavailable."));
     }
-    let _: usize = state.redis().hdel(key, &id).await?;
     Ok(())
 }
