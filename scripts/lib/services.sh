@@ -451,6 +451,17 @@ listeners.tcp.default = 127.0.0.1:$amqp
 # The log file in log/ is enough; do not copy it to console.log.
 log.console = false
 EOF
+    # Classic queues' second storage format: far fewer writes per
+    # persistent message (the p99 of a confirmed publish depends on it).
+    # The default from RabbitMQ 3.12; a setting in 3.10 and 3.11, unknown
+    # (and fatal) before. A server default, not a queue argument, so queues
+    # declared before keep working.
+    local version
+    version=$(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || true)
+    if [ -n "$version" ] && dpkg --compare-versions "$version" ge 3.10 &&
+        dpkg --compare-versions "$version" lt 3.12; then
+        printf 'classic_queue.default_version = 2\n' >>"$r/rabbitmq.conf"
+    fi
     printf '[].\n' >"$r/enabled_plugins"
     printf '# Intentionally empty: keeps /etc/rabbitmq/rabbitmq-env.conf out.\n' >"$r/rabbitmq-env.conf"
     rm -f "$r/rabbitmq.pid"

@@ -112,11 +112,11 @@ impl Topology {
                 "x-queue-type".into(),
                 AMQPValue::LongString(self.queue_type.as_str().into()),
             );
-            if self.queue_type == QueueType::Classic {
-                // Classic queues' second storage format (RabbitMQ 3.10+):
-                // fewer writes per persistent message.
-                args.insert("x-queue-version".into(), AMQPValue::ShortInt(2));
-            }
+            // Only arguments that never change between releases: RabbitMQ
+            // refuses to redeclare a queue with different ones, so a new
+            // argument here would stop an upgraded service from connecting
+            // to its existing queues. Tune queues with policies instead
+            // (docs/configuration.md).
             if let Some(ms) = self.queue_expires_ms {
                 let ms = i64::try_from(ms).unwrap_or(i64::MAX);
                 args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
