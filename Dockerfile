@@ -13,6 +13,6 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/dispatch /usr/local/bin/dispatch
 USER 10001
 ENV DISPATCH_HTTP_ADDR=0.0.0.0:8080
-EXPOSE 8080
+EXPOSE 8080 9090
 ENTRYPOINT ["dispatch"]
 CMD ["all"]

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use dispatch_infra::Config;
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
+use dispatch_infra::{Config, Connections};
 use dispatch_model::Channel;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,12 @@ enum Command {
     /// ingest, workflow, senders for all channels, timer, notifier. The
     /// simulator runs separately (`dispatch provider-sim`).
     All,
+    /// Exit 0 if the service answers ready: a container health check.
+    Healthcheck {
+        /// What to ask; by default `http://{admin_addr}/readyz`.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Which provider serves a channel for an account or application.
     Provider {
         #[command(subcommand)]
@@ -131,13 +137,54 @@ where
     result
 }
 
-/// Every service on one runtime; when one stops with an error, the others
-/// are stopped too.
-async fn all(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    config.validate()?;
-    // One RabbitMQ connection (one I/O thread) and one Redis connection for
-    // every service.
-    let c = dispatch_infra::Connections::open(&config, "all")?;
+/// Runs a service on the process's connections, with the admin endpoints
+/// (`/healthz`, `/readyz` on `admin_addr`) beside it.
+async fn serve_with_admin<F, Fut>(
+    name: &'static str,
+    config: Config,
+    service: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Config, Connections, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    serve(name, |shutdown| async move {
+        config.validate()?;
+        let connections = Connections::open(&config, name)?;
+        dispatch_infra::admin::spawn(config.admin_addr, connections.clone(), shutdown.clone())
+            .await?;
+        service(config, connections, shutdown).await
+    })
+    .await
+}
+
+/// Exits 0 when `url` (by default this configuration's admin `/readyz`)
+/// answers 2xx: a container health check.
+async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| {
+        let mut addr = config.admin_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}/readyz")
+    });
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("no answer from {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+    println!("{body}");
+    Ok(())
+}
+
+/// Every service on one runtime, on one pair of connections; when one
+/// stops with an error, the others are stopped too.
+async fn all(config: Config, c: Connections, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut services = tokio::task::JoinSet::new();
     services.spawn(dispatch_ingest::run_with(
         config.clone(),
@@ -220,20 +267,33 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Ingest => serve("ingest", |s| dispatch_ingest::run(config, s)).await,
-        Command::Workflow => serve("workflow", |s| dispatch_workflow::run(config, s)).await,
+        Command::Ingest => {
+            serve_with_admin("ingest", config, |config, c, s| {
+                dispatch_ingest::run_with(config, c, s)
+            })
+            .await
+        }
+        Command::Workflow => {
+            serve_with_admin("workflow", config, dispatch_workflow::run_with).await
+        }
         Command::Sender { mut channels } => {
             if channels.is_empty() {
                 channels = Channel::ALL.to_vec();
             }
-            serve("sender", |s| dispatch_sender::run(config, channels, s)).await
+            serve_with_admin("sender", config, |config, c, s| {
+                dispatch_sender::run_with(config, channels, c, s)
+            })
+            .await
         }
-        Command::Timer => serve("timer", |s| dispatch_timer::run(config, s)).await,
-        Command::Notifier => serve("notifier", |s| dispatch_notifier::run(config, s)).await,
+        Command::Timer => serve_with_admin("timer", config, dispatch_timer::run_with).await,
+        Command::Notifier => {
+            serve_with_admin("notifier", config, dispatch_notifier::run_with).await
+        }
         Command::ProviderSim => {
             serve("provider-sim", |s| dispatch_provider_sim::run(config, s)).await
         }
-        Command::All => serve("all", |s| all(config, s)).await,
+        Command::All => serve_with_admin("all", config, all).await,
+        Command::Healthcheck { url } => healthcheck(&config, url).await,
         Command::Provider { command } => provider(&config, command).await,
         Command::Account {
             command: AccountCommand::Create,

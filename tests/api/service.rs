@@ -56,3 +56,60 @@ async fn openapi_describes_every_route() {
     }
     let _: &Value = &doc;
 }
+
+#[tokio::test]
+async fn every_process_answers_health_on_its_admin_port() {
+    let config = crate::harness::test_config();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let connections = dispatch_infra::Connections::open(&config, "test").expect("connections");
+    let (addr, _) = dispatch_infra::admin::spawn(
+        "127.0.0.1:0".parse().expect("addr"),
+        connections.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("admin");
+    assert!(
+        connections
+            .broker
+            .wait_ready(std::time::Duration::from_secs(10))
+            .await
+    );
+    let client = reqwest::Client::new();
+    let (status, _) = send(client.get(format!("http://{addr}/healthz"))).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(client.get(format!("http://{addr}/readyz"))).await;
+    assert_eq!((status, &body["status"]), (200, &Value::from("ready")));
+
+    // `dispatch healthcheck`, as a container runs it.
+    let check = |url: String| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+            .args(["healthcheck", "--url", &url])
+            .output()
+            .await
+            .expect("dispatch healthcheck runs")
+            .status
+            .success()
+    };
+    assert!(check(format!("http://{addr}/readyz")).await);
+
+    // Redis gone: not ready, and the check fails.
+    let mut broken = config.clone();
+    broken.redis_url = "redis://127.0.0.1:1/".into();
+    let down = dispatch_infra::Connections::open(&broken, "test").expect("connections");
+    assert!(
+        down.broker
+            .wait_ready(std::time::Duration::from_secs(10))
+            .await
+    );
+    let (down_addr, _) =
+        dispatch_infra::admin::spawn("127.0.0.1:0".parse().expect("addr"), down, shutdown.clone())
+            .await
+            .expect("admin");
+    let (status, body) = send(client.get(format!("http://{down_addr}/readyz"))).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["checks"]["redis"], "down");
+    assert_eq!(body["checks"]["rabbitmq"], "up");
+    assert!(!check(format!("http://{down_addr}/readyz")).await);
+    shutdown.cancel();
+}

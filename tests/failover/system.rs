@@ -390,6 +390,7 @@ impl System {
                 c.amqp_queue_expires_ms.unwrap_or_default().to_string(),
             )
             .env("DISPATCH_PUBLIC_URL", &self.url)
+            .env("DISPATCH_ADMIN_ADDR", "127.0.0.1:0")
             .env(
                 "DISPATCH_EXPIRY_TIME_UNIT_MS",
                 c.expiry_time_unit_ms.to_string(),

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// Where every service process (workers too) answers `/healthz` and
+    /// `/readyz`; port 0 picks a free one.
+    pub admin_addr: SocketAddr,
     /// The base URL clients use to reach the API, for `href`s in responses
     /// and webhooks. Defaults to `http://{http_addr}`.
     pub public_url: Option<String>,
@@ -165,6 +168,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             public_url: None,
             callback_url: None,
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),

@@ -2,6 +2,7 @@
 //! connection and confirmed publisher, the Redis pool, telemetry, and the
 //! shutdown signal.
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod consume;
