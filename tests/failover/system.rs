@@ -231,16 +231,8 @@ impl System {
 
     /// Posts as an application (`auth` from [`System::application`]).
     pub async fn post_as(&self, auth: &str, path: &str, body: &Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .header("authorization", auth)
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        assert_eq!(response.status().as_u16(), 202);
-        response.json().await.expect("JSON")
+        let request = self.client.post(format!("{}{path}", self.url));
+        accepted(request.header("authorization", auth).json(body)).await
     }
 
     pub async fn get_basic(&self, path: &str) -> (u16, Value) {
@@ -272,30 +264,19 @@ impl System {
     }
 
     async fn post(&self, path: &str, body: &Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .basic_auth(&self.api_key, Some(&self.api_secret))
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.expect("JSON");
-        assert_eq!(status, 202, "{body}");
-        body
+        let request = self.client.post(format!("{}{path}", self.url));
+        accepted(
+            request
+                .basic_auth(&self.api_key, Some(&self.api_secret))
+                .json(body),
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .basic_auth(&self.api_key, Some(&self.api_secret))
-            .send()
-            .await
-            .expect("GET");
-        assert_eq!(response.status().as_u16(), 200, "GET {path}");
-        response.json().await.expect("JSON")
+        let (status, body) = self.get_basic(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
     }
 
     /// Posts a failover workflow; returns its dispatch uuid.
@@ -441,4 +422,13 @@ pub fn step(channel: &str, to: &str, failover: Option<(u64, &str)>) -> Value {
         step["failover"] = json!({"expiry_time": expiry_time, "condition_status": condition});
     }
     step
+}
+
+/// Sends `request`, asserts 202, and returns the body.
+async fn accepted(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.expect("POST");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(status, 202, "{body}");
+    body
 }

@@ -311,19 +311,25 @@ impl Notifier {
         Ok(())
     }
 
-    /// The application's `status_url` and the account's signature secret;
-    /// `None` when the webhook has nowhere to go.
+    /// The application's webhook URL and the account's signature secret;
+    /// `None` when the webhook has nowhere to go, or was delivered already
+    /// (a duplicate job).
     async fn destination(&self, job: &WebhookJob) -> Result<Option<Destination>, NotifyError> {
         let Some(app) = job.application_id else {
             tracing::debug!("no application: nowhere to send this webhook");
             return Ok(None);
         };
         let mut conn = self.redis.clone();
-        let (app, secret): (Option<String>, Option<String>) = redis::pipe()
+        let (delivered, app, secret): (bool, Option<String>, Option<String>) = redis::pipe()
+            .exists(self.keys.webhook_delivered(&job.webhook_id))
             .get(self.keys.application(&app.to_string()))
             .hget(self.keys.account(&job.account), "signature_secret")
             .query_async(&mut conn)
             .await?;
+        if delivered {
+            tracing::debug!("already delivered; skipping the duplicate");
+            return Ok(None);
+        }
         let app: Option<serde_json::Value> = app.and_then(|raw| serde_json::from_str(&raw).ok());
         let webhooks = app
             .as_ref()
@@ -357,8 +363,7 @@ impl Notifier {
         }))
     }
 
-    /// One attempt: `Ok` when delivered (now or before: a duplicate job),
-    /// `Err` a failed attempt.
+    /// One attempt: `Ok` when delivered, `Err` a failed attempt.
     async fn attempt(&self, job: &WebhookJob, to: &Destination) -> Result<(), Failed> {
         let started = Instant::now();
         let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| Failed {
@@ -370,17 +375,6 @@ impl Notifier {
             permanent: false,
             busy: false,
         };
-        let mut conn = self.redis.clone();
-        let delivered_key = self.keys.webhook_delivered(&job.webhook_id);
-        let seen: bool = redis::cmd("EXISTS")
-            .arg(&delivered_key)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| failed(None, format!("redis: {e}"), None))?;
-        if seen {
-            tracing::debug!("already delivered; skipping the duplicate");
-            return Ok(());
-        }
         let url =
             guard::check_url(&to.url, self.config.allow_private_webhooks).map_err(|e| Failed {
                 permanent: true,
@@ -441,11 +435,11 @@ impl Notifier {
         self.note(&host, outcome.is_ok());
         outcome?;
         let _: Result<(), _> = redis::cmd("SET")
-            .arg(&delivered_key)
+            .arg(self.keys.webhook_delivered(&job.webhook_id))
             .arg(1)
             .arg("EX")
             .arg(self.config.record_ttl_secs)
-            .exec_async(&mut conn)
+            .exec_async(&mut self.redis.clone())
             .await;
         tracing::debug!("webhook delivered");
         Ok(())
