@@ -124,18 +124,47 @@ fn parse_channel(value: &str) -> Result<Channel, String> {
         })
 }
 
-/// Runs a service with telemetry until SIGTERM or Ctrl-C.
-async fn serve<F, Fut>(name: &'static str, service: F) -> anyhow::Result<()>
+/// Runs a service with telemetry until SIGTERM or Ctrl-C. On the signal
+/// the service stops taking work and gets `shutdown_grace_ms` (plus a
+/// moment to hand back what is left) before the process exits anyway.
+async fn serve<F, Fut>(name: &'static str, config: &Config, service: F) -> anyhow::Result<()>
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let telemetry = dispatch_infra::telemetry::init(name);
     let shutdown = dispatch_infra::shutdown::on_signal();
-    let result = service(shutdown).await;
+    let limit = config.shutdown_grace() + HAND_BACK;
+    let overdue = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(limit).await;
+        }
+    };
+    let result = tokio::select! {
+        result = service(shutdown) => result,
+        () = overdue => {
+            tracing::warn!(
+                grace_ms = limit.as_millis() as u64,
+                "work still running past the shutdown grace period; exiting: the broker \
+                 redelivers what was not acknowledged"
+            );
+            Ok(())
+        }
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "{name} stopped");
+    } else {
+        tracing::info!("{name} stopped");
+    }
     telemetry.shutdown();
     result
 }
+
+/// Beyond the grace period: time to close channels (handing unacknowledged
+/// deliveries back) and flush telemetry.
+const HAND_BACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs a service on the process's connections, with the admin endpoints
 /// (`/healthz`, `/readyz` on `admin_addr`) beside it.
@@ -148,7 +177,8 @@ where
     F: FnOnce(Config, Connections, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    serve(name, |shutdown| async move {
+    let grace = config.clone();
+    serve(name, &grace, |shutdown| async move {
         config.validate()?;
         let connections = Connections::open(&config, name)?;
         dispatch_infra::admin::spawn(config.admin_addr, connections.clone(), shutdown.clone())
@@ -261,7 +291,11 @@ async fn provider(config: &Config, command: ProviderCommand) -> anyhow::Result<(
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(run(cli))
+    let result = runtime.block_on(run(cli));
+    // Tasks still running (detached handlers past the grace period) are
+    // dropped, not waited for: the broker redelivers their work.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -290,7 +324,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_with_admin("notifier", config, dispatch_notifier::run_with).await
         }
         Command::ProviderSim => {
-            serve("provider-sim", |s| dispatch_provider_sim::run(config, s)).await
+            let settings = config.clone();
+            serve("provider-sim", &settings, |s| {
+                dispatch_provider_sim::run(config, s)
+            })
+            .await
         }
         Command::All => serve_with_admin("all", config, all).await,
         Command::Healthcheck { url } => healthcheck(&config, url).await,

@@ -9,6 +9,11 @@
 #   dev_services_down NAME           stop whatever dev_services_up NAME started
 #   dev_services_describe            one-line summary (passwords masked)
 #   dev_rabbitmqctl NAME ARGS...     rabbitmqctl against the private node
+#   dev_services_restart DIR SERVICE [SECS]
+#                                    restart the private rabbitmq or redis of
+#                                    instance directory DIR (exported as
+#                                    DISPATCH_DEV_SERVICES_DIR when both are
+#                                    private), for outage tests
 #
 # A service whose URL variable is already set is used as is and never touched.
 # Otherwise the service is started on free loopback ports, with all of its
@@ -300,9 +305,10 @@ _dev_redis_pid() {
     return 1
 }
 
+# _dev_start_redis DIR [PORT]: a new port unless PORT (a restart) is given.
 _dev_start_redis() {
-    local dir=$1 port r="$1/redis" end
-    _dev_pick_port port || return 1
+    local dir=$1 port=${2:-} r="$1/redis" end
+    [ -n "$port" ] || _dev_pick_port port || return 1
     mkdir -p "$r"
     _dev_state_set "$dir" REDIS_PORT "$port"
     # Bound to loopback only; protected mode (the default) only restricts
@@ -618,6 +624,50 @@ dev_services_up() {
         _dev_start_rabbitmq "$dir" "$inst" || return 1
         DEV_SERVICES_AMQP_SOURCE=private
     fi
+    if [ "$need_redis$need_rabbitmq" = 11 ]; then
+        export DISPATCH_DEV_SERVICES_DIR="$dir"
+    fi
+}
+
+# dev_services_restart DIR rabbitmq|redis [SECS]: stop the service, leave it
+# down SECS seconds (default 1), and start it again on the same port with the
+# same data, as an outage the clients see
+# (connections dropped, then refused, then accepted again). RabbitMQ
+# restarts its application inside the running node (durable queues and
+# persistent messages are recovered from disk); Redis shuts down (the
+# append-only file is flushed) and starts again from its files.
+dev_services_restart() {
+    local dir=$1 service=$2 down=${3:-1} port end
+    [ -f "$dir/state" ] || {
+        _dev_err "dev_services_restart: no instance in $dir"
+        return 1
+    }
+    case "$service" in
+    rabbitmq)
+        port=$(_dev_state_get "$dir" AMQP_PORT)
+        _dev_rabbitmqctl_dir "$dir" -q stop_app >/dev/null || return 1
+        sleep "$down"
+        _dev_rabbitmqctl_dir "$dir" -q start_app >/dev/null || return 1
+        end=$((SECONDS + 30))
+        until _dev_tcp_open "$port"; do
+            [ "$SECONDS" -lt "$end" ] || {
+                _dev_err "RabbitMQ did not come back on 127.0.0.1:$port"
+                return 1
+            }
+            sleep 0.1
+        done
+        ;;
+    redis)
+        port=$(_dev_state_get "$dir" REDIS_PORT)
+        _dev_stop_redis "$dir"
+        sleep "$down"
+        _dev_start_redis "$dir" "$port" || return 1
+        ;;
+    *)
+        _dev_err "dev_services_restart: rabbitmq or redis, not '$service'"
+        return 2
+        ;;
+    esac
 }
 
 dev_services_down() {

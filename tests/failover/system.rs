@@ -84,22 +84,30 @@ impl System {
 
     /// As [`System::start_with`], with settings changed by `tweak`.
     pub async fn start_configured(workflow: bool, tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(workflow, Webhooks::Collect, tweak).await
+        let external: &[&str] = if workflow { &[] } else { &["workflow"] };
+        Self::start_full(external, Webhooks::Collect, tweak).await
+    }
+
+    /// Everything but the services named in `external` (`workflow`,
+    /// `sender`), which the test runs as processes; webhook jobs are
+    /// collected.
+    pub async fn start_external(external: &[&str], tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(external, Webhooks::Collect, tweak).await
     }
 
     /// Everything, the notifier included: webhooks go to the
     /// applications' URLs instead of being collected from the queue.
     pub async fn start_with_notifier(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(true, Webhooks::Notifier, tweak).await
+        Self::start_full(&[], Webhooks::Notifier, tweak).await
     }
 
     /// Everything but the notifier, which the test runs as processes.
     pub async fn start_without_notifier(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::start_full(true, Webhooks::External, tweak).await
+        Self::start_full(&[], Webhooks::External, tweak).await
     }
 
     async fn start_full(
-        workflow: bool,
+        external: &[&str],
         webhooks_by: Webhooks,
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
@@ -123,14 +131,16 @@ impl System {
         let url = format!("http://{}", ingest.addr);
         config.public_url = Some(url.clone());
 
-        if workflow {
+        if !external.contains(&"workflow") {
             tokio::spawn(dispatch_workflow::run(config.clone(), shutdown.clone()));
         }
-        tokio::spawn(dispatch_sender::run(
-            config.clone(),
-            dispatch_model::Channel::ALL.to_vec(),
-            shutdown.clone(),
-        ));
+        if !external.contains(&"sender") {
+            tokio::spawn(dispatch_sender::run(
+                config.clone(),
+                dispatch_model::Channel::ALL.to_vec(),
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(dispatch_timer::run(config.clone(), shutdown.clone()));
 
         let broker = Broker::start(&config, "test", shutdown.clone());
@@ -371,6 +381,15 @@ impl System {
                 c.amqp_queue_expires_ms.unwrap_or_default().to_string(),
             )
             .env("DISPATCH_PUBLIC_URL", &self.url)
+            .env("DISPATCH_SIMULATOR_URL", &c.simulator_url)
+            .env(
+                "DISPATCH_SENDER_RETRY_BASE_MS",
+                c.sender_retry_base_ms.to_string(),
+            )
+            .env(
+                "DISPATCH_SHUTDOWN_GRACE_MS",
+                c.shutdown_grace_ms.to_string(),
+            )
             .env("DISPATCH_ADMIN_ADDR", "127.0.0.1:0")
             .env(
                 "DISPATCH_EXPIRY_TIME_UNIT_MS",

@@ -115,7 +115,8 @@ pub async fn run_with(
     let options = ConsumeOptions::new(
         connections.broker.topology().webhooks_queue(),
         config.notifier_concurrency,
-    );
+    )
+    .with_grace(config.shutdown_grace());
     tracing::info!(queue = %options.queue, "notifier consuming");
     consume(
         connections.broker.clone(),

@@ -30,6 +30,10 @@ pub struct Behaviour {
     /// Whether a `read` receipt follows `delivered`, after another delay.
     #[serde(skip_serializing_if = "is_false")]
     pub read: bool,
+    /// How long the send itself takes to answer (provider latency); none
+    /// by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_delay_ms: Option<u64>,
     /// Delay before each receipt; `simulator_delay_ms` by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,

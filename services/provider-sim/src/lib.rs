@@ -70,8 +70,12 @@
 //!
 //! ```json
 //! {"transient_failures":2,"retry_after_secs":1,"reject":{"code":1300,"reason":"…"},
-//!  "delivery":"delivered","read":true,"delay_ms":50,"error":{"code":1330,"reason":"…"},"price":"0.05"}
+//!  "delivery":"delivered","read":true,"delay_ms":50,"error":{"code":1330,"reason":"…"},"price":"0.05",
+//!  "response_delay_ms":300}
 //! ```
+//!
+//! `response_delay_ms` makes the send itself answer late (provider
+//! latency); `delay_ms` is the wait before each receipt.
 //!
 //! `delivery` is `delivered`, `undeliverable` or `none`; transient failures
 //! come before a `reject`.

@@ -98,6 +98,10 @@ async fn send(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
             behaviour,
         } => {
             tracing::debug!(reference = %req.reference, to = %req.to, %message_id, "send: accepted");
+            // Provider latency; receipts follow the answer.
+            if let Some(ms) = behaviour.response_delay_ms {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             if let Some(url) = req.status_callback {
                 app.receipts.schedule(Plan {
                     url,

@@ -93,7 +93,8 @@ pub async fn run_with(
         let options = ConsumeOptions::new(
             broker.topology().send_queue(channel),
             config.sender_concurrency,
-        );
+        )
+        .with_grace(config.shutdown_grace());
         tracing::info!(queue = %options.queue, %channel, "sender consuming");
         let sender = sender.clone();
         tasks.spawn(consume(

@@ -66,7 +66,8 @@ pub async fn run_with(
         horizon_ms: config.last_step_horizon_ms,
         base_url: config.public_base(),
     });
-    let options = ConsumeOptions::new(broker.topology().workflow_queue(), config.workflow_prefetch);
+    let options = ConsumeOptions::new(broker.topology().workflow_queue(), config.workflow_prefetch)
+        .with_grace(config.shutdown_grace());
     tracing::info!(queue = %options.queue, "workflow service consuming");
     consume(broker, options, shutdown, move |incoming| {
         let engine = engine.clone();

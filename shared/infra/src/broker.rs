@@ -37,6 +37,8 @@ pub struct Topology {
     pub exchange: String,
     pub queue_type: QueueType,
     queue_expires_ms: Option<u64>,
+    dead_letter: bool,
+    delivery_limit: Option<u32>,
     prefix: String,
 }
 
@@ -52,6 +54,8 @@ impl Topology {
             exchange: config.amqp_prefix.clone(),
             queue_type: config.amqp_queue_type,
             queue_expires_ms: config.amqp_queue_expires_ms,
+            dead_letter: config.amqp_dead_letter,
+            delivery_limit: config.amqp_delivery_limit,
             prefix: config.amqp_prefix.clone(),
         }
     }
@@ -70,6 +74,55 @@ impl Topology {
     /// Webhook jobs, consumed by the notifier.
     pub fn webhooks_queue(&self) -> String {
         format!("{}.webhooks", self.prefix)
+    }
+
+    /// Where rejected deliveries go when `amqp_dead_letter` is on: a
+    /// fanout exchange and one queue bound to it.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead-letters", self.prefix)
+    }
+
+    /// The queue's name without the prefix, for metric labels.
+    pub fn short_name<'a>(&self, queue: &'a str) -> &'a str {
+        queue
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .unwrap_or(queue)
+    }
+
+    /// The arguments every work queue is declared with. Only what the
+    /// configuration asks for: RabbitMQ refuses to redeclare a queue with
+    /// other arguments (PRECONDITION_FAILED), so an argument added here
+    /// unconditionally would stop an upgraded service from using its
+    /// existing queues. Defaults therefore add nothing new; tune running
+    /// queues with policies instead (docs/configuration.md).
+    fn queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(self.queue_type.as_str().into()),
+        );
+        if let Some(ms) = self.queue_expires_ms {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        }
+        if self.dead_letter {
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.dead_letter_exchange().into()),
+            );
+        }
+        if let Some(limit) = self.delivery_limit {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(limit.into()),
+            );
+        }
+        args
     }
 
     pub fn queues(&self) -> Vec<QueueSpec> {
@@ -106,26 +159,15 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
+        if self.dead_letter {
+            self.declare_dead_letters(channel).await?;
+        }
         for queue in self.queues() {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString(self.queue_type.as_str().into()),
-            );
-            // Only arguments that never change between releases: RabbitMQ
-            // refuses to redeclare a queue with different ones, so a new
-            // argument here would stop an upgraded service from connecting
-            // to its existing queues. Tune queues with policies instead
-            // (docs/configuration.md).
-            if let Some(ms) = self.queue_expires_ms {
-                let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-                args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
-            }
             channel
                 .queue_declare(
                     queue.name.as_str().into(),
                     QueueDeclareOptions::durable(),
-                    args,
+                    self.queue_arguments(),
                 )
                 .await?;
             for pattern in queue.bindings {
@@ -140,6 +182,44 @@ impl Topology {
                     .await?;
             }
         }
+        Ok(())
+    }
+
+    async fn declare_dead_letters(&self, channel: &Channel) -> Result<(), lapin::Error> {
+        let exchange = self.dead_letter_exchange();
+        let queue = self.dead_letter_queue();
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(self.queue_type.as_str().into()),
+        );
+        if let Some(ms) = self.queue_expires_ms {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        }
+        channel
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
+            .await?;
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         Ok(())
     }
 }
@@ -343,6 +423,23 @@ impl Broker {
                         break;
                     }
                     tracing::warn!("lost the RabbitMQ connection; reconnecting");
+                }
+                Err(e) if e.to_string().contains("PRECONDITION_FAILED") => {
+                    // Not an outage: a queue exists with other arguments
+                    // (queue type, dead-lettering, delivery limit) than the
+                    // configuration asks for. Retrying slowly keeps the
+                    // process up and not ready until someone fixes it.
+                    tracing::error!(
+                        error = %e,
+                        "RabbitMQ refused the topology: an existing queue was declared with \
+                         other arguments than amqp_queue_type / amqp_dead_letter / \
+                         amqp_delivery_limit now ask for; use the settings it was created \
+                         with, or see docs/configuration.md on changing them"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach RabbitMQ");

@@ -39,6 +39,21 @@ pub struct Config {
     /// throw-away deployments such as test runs. Never set it where the
     /// queues hold work that must survive.
     pub amqp_queue_expires_ms: Option<u64>,
+    /// Dead-letter rejected deliveries (undecodable, or past
+    /// `amqp_delivery_limit`) to the `<prefix>.dead` exchange and its
+    /// `<prefix>.dead-letters` queue instead of dropping them. A queue
+    /// argument: set it before the queues are first declared (see
+    /// docs/configuration.md, "Queue arguments").
+    pub amqp_dead_letter: bool,
+    /// Quorum queues only: how many times a delivery may be handed back
+    /// before the broker dead-letters (or drops) it, so a message that
+    /// crashes every consumer cannot circulate for ever. A queue argument,
+    /// like `amqp_dead_letter`.
+    pub amqp_delivery_limit: Option<u32>,
+    /// On SIGTERM, how long in-flight work (deliveries being handled, HTTP
+    /// requests) gets to finish before what is left is handed back to the
+    /// broker and the process exits.
+    pub shutdown_grace_ms: u64,
     /// How long ingest waits for the broker to confirm a publish before it
     /// answers 503.
     pub publish_timeout_ms: u64,
@@ -175,6 +190,9 @@ impl Default for Config {
             amqp_prefix: "dispatch".into(),
             amqp_queue_type: QueueType::Classic,
             amqp_queue_expires_ms: None,
+            amqp_dead_letter: false,
+            amqp_delivery_limit: None,
+            shutdown_grace_ms: 10_000,
             publish_timeout_ms: 5_000,
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_prefix: "dispatch".into(),
@@ -316,10 +334,23 @@ impl Config {
             check_url(&provider.url, &["http", "https"])
                 .or_else(|why| bad(&format!("providers.{channel}.url"), &why))?;
         }
+        if self.amqp_delivery_limit.is_some() && self.amqp_queue_type != QueueType::Quorum {
+            return bad(
+                "amqp_delivery_limit",
+                "needs amqp_queue_type = \"quorum\" (classic queues do not count deliveries)",
+            );
+        }
+        if self.amqp_delivery_limit == Some(0) {
+            return bad("amqp_delivery_limit", "must be greater than zero");
+        }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
         Ok(())
+    }
+
+    pub fn shutdown_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shutdown_grace_ms)
     }
 
     /// The provider of `channel` unless an account or application names
@@ -403,6 +434,7 @@ mod tests {
             ("amqp_queue_type", "\"stream\""),
             ("max_body_bytes", "0"),
             ("publish_timeout_ms", "-1"),
+            ("amqp_delivery_limit", "5"),
         ] {
             let err = with(key, value).expect_err(key).to_string();
             assert!(err.contains(key), "{key}: {err}");

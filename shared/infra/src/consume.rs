@@ -73,6 +73,12 @@ impl ConsumeOptions {
             grace: Duration::from_secs(10),
         }
     }
+
+    /// How long in-flight handlers get on shutdown (`shutdown_grace_ms`).
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
 }
 
 /// Runs until `shutdown`, reconnecting as needed.
