@@ -36,13 +36,38 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     if !carrier.is_empty() {
         dispatch_infra::telemetry::set_parent_from(&span, &carrier);
     }
+    let method = method_label(request.method());
+    let started = std::time::Instant::now();
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(request))
         .instrument(span.clone())
         .await;
     span.record("http.status", response.status().as_u16());
+    metrics::histogram!(
+        "dispatch_http_request_duration_seconds",
+        "route" => route,
+        "method" => method,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .record(started.elapsed());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// The method as a label: the standard ones by name, anything else as
+/// `other`, so that clients cannot grow the label set.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }

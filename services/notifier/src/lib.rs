@@ -110,6 +110,7 @@ pub async fn run_with(
         http: http.build()?,
         hosts: Mutex::new(HashMap::new()),
         messages: Mutex::new(HashMap::new()),
+        deferred: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
     let options = ConsumeOptions::new(
@@ -142,6 +143,8 @@ struct Notifier {
     /// One delivery at a time per message, so that its statuses arrive in
     /// the order they were queued (as far as retries allow).
     messages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per message, when its last webhook deferred for its turn comes back.
+    deferred: Mutex<HashMap<String, i64>>,
 }
 
 /// What the notifier knows of one destination host.
@@ -200,14 +203,20 @@ impl Notifier {
             Some(turn) => tokio::time::timeout(SLOT_WAIT, turn.lock()).await.ok(),
             None => None,
         };
-        let result = if turn.is_some() && held.is_none() {
-            Ok(Err(Failed::busy(Duration::ZERO)))
-        } else {
-            match self.destination(&job).await {
-                Ok(Some(destination)) => Ok(self.attempt(&job, &destination).await),
-                Ok(None) => Ok(Ok(())),
-                Err(e) => Err(e),
-            }
+        if let (Some(key), Some(_), None) = (&key, &turn, &held) {
+            // Not an attempt: the message's earlier webhook is still out.
+            // Back to the timer, due after this message's webhooks
+            // deferred before it (no jitter), so they come back in order.
+            let due_ms = self.behind(key, now_ms() + BUSY_WAIT_MS as i64);
+            drop(held);
+            self.release_turn(key, turn);
+            count_attempt(job.kind.as_str(), "deferred");
+            return self.later(&job, due_ms).await;
+        }
+        let result = match self.destination(&job).await {
+            Ok(Some(destination)) => Ok(self.attempt(&job, &destination).await),
+            Ok(None) => Ok(Ok(())),
+            Err(e) => Err(e),
         };
         drop(held);
         if let Some(key) = key {
@@ -217,7 +226,9 @@ impl Notifier {
         let Err(attempt) = result else {
             return Ok(());
         };
+        let kind = job.kind.as_str();
         if attempt.busy {
+            count_attempt(kind, "deferred");
             // Not an attempt: come back when there may be room.
             let jitter = rand::random::<u64>() % BUSY_WAIT_MS;
             let wait = attempt
@@ -257,10 +268,21 @@ impl Notifier {
         );
         match delay {
             Some(delay) => {
+                count_attempt(kind, "retry");
                 let due_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                 self.later(&job, due_ms).await?;
             }
             None => {
+                count_attempt(
+                    kind,
+                    if attempt.permanent {
+                        "refused"
+                    } else {
+                        "failed"
+                    },
+                );
+                metrics::counter!("dispatch_webhook_dead_letters_total", "kind" => kind)
+                    .increment(1);
                 tracing::warn!(attempts = job.attempts, "webhook dead-lettered");
                 let scope = dead_letter_scope(&job);
                 let key = self.keys.dead_letters(&scope);
@@ -278,6 +300,21 @@ impl Notifier {
             }
         }
         Ok(())
+    }
+
+    /// When a webhook of `message` waiting for its turn comes back: at
+    /// `due_ms`, or just after the same message's last deferred one.
+    fn behind(&self, message: &str, due_ms: i64) -> i64 {
+        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
+        if deferred.len() >= MAX_HOSTS {
+            let now = now_ms();
+            deferred.retain(|_, due| *due > now);
+        }
+        let due = deferred
+            .get(message)
+            .map_or(due_ms, |last| due_ms.max(last + 1));
+        deferred.insert(message.to_owned(), due);
+        due
     }
 
     fn message_turn(&self, message: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -410,10 +447,12 @@ impl Notifier {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        for (name, value) in dispatch_infra::telemetry::inject_current() {
-            request = request.header(name, value);
-        }
-        let result = request.send().await;
+        let post = tracing::info_span!("webhook.post", otel.kind = "client", host = %host);
+        request = request.headers(post.in_scope(dispatch_infra::telemetry::trace_headers));
+        let sent_at = Instant::now();
+        let result = request.send().instrument(post).await;
+        metrics::histogram!("dispatch_webhook_request_duration_seconds", "kind" => job.kind.as_str())
+            .record(sent_at.elapsed());
         let outcome = match result {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => {
@@ -443,6 +482,10 @@ impl Notifier {
             .exec_async(&mut self.redis.clone())
             .await;
         tracing::debug!("webhook delivered");
+        count_attempt(job.kind.as_str(), "delivered");
+        let lag_ms = (now_ms() - job.event_at_ms).max(0);
+        metrics::histogram!("dispatch_webhook_delivery_lag_seconds", "kind" => job.kind.as_str())
+            .record(lag_ms as f64 / 1000.0);
         Ok(())
     }
 
@@ -531,6 +574,11 @@ impl Failed {
 
 /// The dead-letter hash a job goes to: its application's, else its
 /// account's.
+fn count_attempt(kind: &'static str, outcome: &'static str) {
+    metrics::counter!("dispatch_webhook_attempts_total", "kind" => kind, "outcome" => outcome)
+        .increment(1);
+}
+
 pub fn dead_letter_scope(job: &WebhookJob) -> String {
     job.application_id
         .map(|a| a.to_string())

@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use dispatch_model::Channel;
 use dispatch_model::record::{MessageStatus, now_ms};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::behaviour::{Behaviour, Delivery};
 use crate::wire::{Callback, SIGNATURE_HEADER, sign};
@@ -26,6 +27,9 @@ pub(crate) struct Plan {
     pub reference: String,
     pub channel: Channel,
     pub behaviour: Behaviour,
+    /// The send request's W3C `traceparent`: its receipts continue that
+    /// trace, as a provider propagating trace context would.
+    pub traceparent: Option<String>,
 }
 
 /// Sends receipts; cheap to clone.
@@ -62,12 +66,18 @@ impl Receipts {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = this.shutdown.cancelled() => {}
-                () = this.run(plan) => {}
+        let span =
+            tracing::info_span!(parent: None, "simulator.receipts", reference = %plan.reference);
+        dispatch_infra::telemetry::set_parent_from_traceparent(&span, plan.traceparent.as_deref());
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = this.shutdown.cancelled() => {}
+                    () = this.run(plan) => {}
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     async fn run(&self, plan: Plan) {
@@ -127,6 +137,7 @@ impl Receipts {
                 .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(SIGNATURE_HEADER, &signature)
+                .headers(dispatch_infra::telemetry::trace_headers())
                 .body(body.clone())
                 .send()
                 .await;

@@ -109,6 +109,10 @@ async fn send(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
                     reference: req.reference,
                     channel: req.channel,
                     behaviour,
+                    traceparent: headers
+                        .get("traceparent")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
                 });
             }
             (StatusCode::ACCEPTED, Json(SendAccepted { message_id })).into_response()

@@ -272,7 +272,34 @@ impl Sender {
                 settings: &settings,
                 status_callback: &self.status_callback,
             };
-            match provider.send(request).await {
+            let call = tracing::info_span!(
+                "provider.call",
+                otel.kind = "client",
+                provider = provider.name(),
+                channel = command.channel.as_str(),
+                attempt,
+            );
+            let started = std::time::Instant::now();
+            let result = provider.send(request).instrument(call).await;
+            let labels = [
+                ("channel", command.channel.as_str()),
+                ("provider", provider.name()),
+            ];
+            metrics::histogram!("dispatch_provider_request_duration_seconds", &labels)
+                .record(started.elapsed());
+            let answer = match &result {
+                Ok(_) => "accepted",
+                Err(SendError::Permanent(_)) => "rejected",
+                Err(SendError::Transient { .. }) => "transient",
+            };
+            metrics::counter!(
+                "dispatch_provider_requests_total",
+                "channel" => command.channel.as_str(),
+                "provider" => provider.name(),
+                "outcome" => answer,
+            )
+            .increment(1);
+            match result {
                 Err(SendError::Transient {
                     reason,
                     retry_after,
@@ -290,6 +317,13 @@ impl Sender {
                 other => break other,
             }
         };
+        metrics::counter!(
+            "dispatch_sends_total",
+            "channel" => command.channel.as_str(),
+            "provider" => provider.name(),
+            "outcome" => if outcome.is_ok() { "submitted" } else { "rejected" },
+        )
+        .increment(1);
         match outcome {
             Ok(Accepted {
                 provider_message_id,

@@ -146,11 +146,29 @@ pub async fn run_with(
         max_idle_ms = config.timer_max_idle_ms,
         "timer started"
     );
+    tokio::spawn(report_pending(
+        Scheduler::new(timer.redis.clone(), timer.keys.clone()),
+        shutdown.clone(),
+    ));
     timer.run(&shutdown).await;
     let _ = listener.await;
     drop(connections);
     tracing::info!("timer stopped");
     Ok(())
+}
+
+/// Sets `dispatch_timer_pending` every 5 s.
+async fn report_pending(scheduler: Scheduler, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(pending) = scheduler.pending().await {
+            metrics::gauge!("dispatch_timer_pending").set(pending as f64);
+        }
+    }
 }
 
 struct Timer {
@@ -379,15 +397,27 @@ async fn fire_round(broker: Broker, redis: Redis, keys: Keys, claim: store::Clai
 
 async fn fire_one(broker: &Broker, claimed: &store::Claimed) -> Result<(), FireError> {
     let entry: Entry = serde_json::from_str(&claimed.entry).map_err(FireError::Corrupt)?;
+    // A child of the trace that scheduled it, not of the timer's round.
+    let span = tracing::info_span!(
+        parent: None,
+        "timer.fire",
+        id = %claimed.id,
+        routing_key = %entry.routing_key,
+    );
+    dispatch_infra::telemetry::set_parent_from_traceparent(&span, entry.traceparent.as_deref());
     broker
         .publish_raw(
             &entry.routing_key,
             &entry.message_id,
             entry.payload.as_bytes(),
         )
+        .instrument(span)
         .await
         .map_err(FireError::Publish)?;
     let lateness_ms = now_ms() - claimed.due_ms;
+    metrics::counter!("dispatch_timer_fired_total").increment(1);
+    metrics::histogram!("dispatch_timer_lateness_seconds")
+        .record(lateness_ms.max(0) as f64 / 1000.0);
     tracing::debug!(
         id = %claimed.id,
         message_id = %entry.message_id,

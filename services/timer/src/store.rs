@@ -19,6 +19,10 @@ pub struct Entry {
     /// A JSON text, published as-is (kept as a string so that its bytes
     /// survive unchanged).
     pub payload: String,
+    /// The W3C trace context of whoever scheduled it, so that the firing
+    /// continues their trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// `KEYS[1]` due set, `KEYS[2]` entries hash; `ARGV` id, due ms, entry
@@ -116,12 +120,19 @@ impl Scheduler {
         message_id: &str,
         payload: &str,
     ) -> Result<(), RedisError> {
-        let entry = serde_json::json!({
-            "routing_key": routing_key,
-            "message_id": message_id,
-            "payload": payload,
+        let entry = serde_json::to_string(&Entry {
+            routing_key: routing_key.to_owned(),
+            message_id: message_id.to_owned(),
+            payload: payload.to_owned(),
+            traceparent: dispatch_infra::telemetry::current_traceparent(),
         })
-        .to_string();
+        .map_err(|e| {
+            RedisError::from((
+                redis::ErrorKind::Client,
+                "encoding a timer entry",
+                e.to_string(),
+            ))
+        })?;
         let mut conn = self.redis.clone();
         let _: i64 = SCHEDULE
             .key(self.keys.timer_due())

@@ -30,8 +30,10 @@ use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::redis::Keys;
 use dispatch_infra::store::{Fate, StoreError, Versioned, WorkflowStore};
 use dispatch_infra::{Config, Connections};
-use dispatch_model::envelope::Envelope;
-use dispatch_model::record::{Effect, Pending, WorkflowRecord, now_ms};
+use dispatch_model::envelope::{Envelope, WorkflowKind};
+use dispatch_model::record::{
+    Effect, MessageStatus, Pending, WorkflowRecord, WorkflowStatus, now_ms,
+};
 use dispatch_timer::Scheduler;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -66,6 +68,7 @@ pub async fn run_with(
         horizon_ms: config.last_step_horizon_ms,
         base_url: config.public_base(),
     });
+    tokio::spawn(report_in_flight(engine.store.clone(), shutdown.clone()));
     let options = ConsumeOptions::new(broker.topology().workflow_queue(), config.workflow_prefetch)
         .with_grace(config.shutdown_grace());
     tracing::info!(queue = %options.queue, "workflow service consuming");
@@ -191,6 +194,7 @@ impl Engine {
             };
             let ctx = self.context();
             let Some((mut next, effects)) = machine::apply(&record, event, &ctx) else {
+                count_event(event, "unchanged");
                 current = Some(Versioned { version, record });
                 break;
             };
@@ -201,14 +205,21 @@ impl Engine {
                 });
                 next.next_seq += 1;
             }
-            if self.store.compare_and_set(&key, version, &next).await? {
+            let change = Change::between(&record, &next);
+            if self
+                .store
+                .compare_and_set(&key, version, &next, change.in_flight())
+                .await?
+            {
                 tracing::debug!(status = ?next.status, step = ?next.current_step, "transition");
+                change.count(&next, event);
                 current = Some(Versioned {
                     version: Some(version.map_or(1, |v| v + 1)),
                     record: next,
                 });
                 break;
             }
+            count_event(event, "conflict");
         }
         let Some(current) = current else {
             return Err(HandleError::Contended);
@@ -276,6 +287,85 @@ impl Engine {
             expiry_unit_ms: self.expiry_unit_ms,
             horizon_ms: self.horizon_ms,
             base_url: self.base_url.clone(),
+        }
+    }
+}
+
+/// Sets `dispatch_workflows_in_flight` from Redis every 5 s (every
+/// instance reports the same deployment-wide count).
+async fn report_in_flight(store: WorkflowStore, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(count) = store.in_flight().await {
+            metrics::gauge!("dispatch_workflows_in_flight").set(count as f64);
+        }
+    }
+}
+
+fn count_event(event: Event<'_>, outcome: &'static str) {
+    metrics::counter!(
+        "dispatch_workflow_events_total",
+        "event" => kind(&event),
+        "outcome" => outcome,
+    )
+    .increment(1);
+}
+
+/// What a transition changed, for the metrics (docs/observability.md).
+struct Change {
+    started: bool,
+    finished: bool,
+    failover: bool,
+}
+
+impl Change {
+    fn between(before: &WorkflowRecord, after: &WorkflowRecord) -> Self {
+        let running = |s: WorkflowStatus| s == WorkflowStatus::InProgress;
+        let ended =
+            |s: WorkflowStatus| matches!(s, WorkflowStatus::Completed | WorkflowStatus::Error);
+        Self {
+            started: before.status == WorkflowStatus::Accepted && running(after.status),
+            finished: !ended(before.status) && ended(after.status),
+            failover: running(before.status)
+                && before.current_step.is_some()
+                && after.current_step > before.current_step,
+        }
+    }
+
+    /// The change of the count of workflows in flight.
+    fn in_flight(&self) -> i64 {
+        i64::from(self.started) - i64::from(self.finished)
+    }
+
+    fn count(&self, after: &WorkflowRecord, event: Event<'_>) {
+        count_event(event, "applied");
+        let kind = match after.workflow.kind {
+            WorkflowKind::Dispatch => "dispatch",
+            WorkflowKind::Message => "message",
+        };
+        if self.started {
+            metrics::counter!("dispatch_workflows_started_total", "kind" => kind).increment(1);
+        }
+        if self.finished {
+            let status = match after.status {
+                WorkflowStatus::Completed => "completed",
+                _ => "error",
+            };
+            metrics::counter!("dispatch_workflows_finished_total", "kind" => kind, "status" => status)
+                .increment(1);
+        }
+        if self.failover {
+            let reason = match event {
+                Event::Deadline(_) => "deadline",
+                Event::Status(s) if s.status == MessageStatus::Rejected => "rejected",
+                Event::Status(_) => "undeliverable",
+                Event::Start => "start",
+            };
+            metrics::counter!("dispatch_failovers_total", "reason" => reason).increment(1);
         }
     }
 }

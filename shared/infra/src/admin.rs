@@ -1,6 +1,7 @@
 //! The admin port every service process serves: `/healthz` (the process
-//! answers) and `/readyz` (RabbitMQ and Redis reachable, so work can
-//! flow; 503 otherwise). Ingest answers the same two on its API port.
+//! answers), `/readyz` (RabbitMQ and Redis reachable, so work can flow;
+//! 503 otherwise) and `/metrics` (Prometheus text). Ingest answers the
+//! first two on its API port too; metrics stay off the public port.
 
 use std::net::SocketAddr;
 
@@ -39,14 +40,28 @@ pub async fn readiness(
     )
 }
 
-pub fn router(connections: Connections) -> axum::Router {
-    axum::Router::new().route("/healthz", get(healthz)).route(
-        "/readyz",
-        get(move || {
-            let connections = connections.clone();
-            async move { readiness(&connections.broker, &connections.redis).await }
-        }),
+/// The process's metrics in the Prometheus text format.
+pub async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::metrics_handle().render(),
     )
+}
+
+pub fn router(connections: Connections) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/readyz",
+            get(move || {
+                let connections = connections.clone();
+                async move { readiness(&connections.broker, &connections.redis).await }
+            }),
+        )
 }
 
 /// Serves the admin endpoints on `addr` (port 0: any) until `shutdown`;

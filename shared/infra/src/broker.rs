@@ -27,6 +27,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{Config, QueueType};
 use crate::telemetry;
@@ -224,6 +225,49 @@ impl Topology {
     }
 }
 
+/// The queue a routing key lands in, without the prefix: a bounded
+/// metric label (`workflow`, `webhooks`, `send.<channel>`, `other`).
+pub fn queue_label(routing_key: &str) -> &'static str {
+    if routing_key.starts_with("workflow.") {
+        return "workflow";
+    }
+    if routing_key.starts_with("webhook.") {
+        return "webhooks";
+    }
+    MessageChannel::ALL
+        .into_iter()
+        .find(|c| send_routing_key(*c) == routing_key)
+        .map(send_label)
+        .unwrap_or("other")
+}
+
+/// [`queue_label`] of a queue's full name (`<prefix>.workflow`, …).
+pub fn queue_name_label(queue: &str) -> &'static str {
+    let Some((_, tail)) = queue.rsplit_once('.') else {
+        return "other";
+    };
+    match tail {
+        "workflow" => "workflow",
+        "webhooks" => "webhooks",
+        "dead-letters" => "dead-letters",
+        _ => MessageChannel::ALL
+            .into_iter()
+            .find(|c| c.as_str() == tail && queue.ends_with(&format!(".send.{tail}")))
+            .map(send_label)
+            .unwrap_or("other"),
+    }
+}
+
+fn send_label(channel: MessageChannel) -> &'static str {
+    match channel {
+        MessageChannel::Sms => "send.sms",
+        MessageChannel::Mms => "send.mms",
+        MessageChannel::Whatsapp => "send.whatsapp",
+        MessageChannel::Messenger => "send.messenger",
+        MessageChannel::ViberServiceMsg => "send.viber_service_msg",
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("not connected to the broker")]
@@ -343,6 +387,38 @@ impl Broker {
     /// Publishes `payload` (JSON) persistently under `routing_key` and waits
     /// for the broker's confirm.
     pub async fn publish_raw(
+        &self,
+        routing_key: &str,
+        message_id: &str,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            routing_key = %routing_key,
+        );
+        let result = self
+            .publish_in_span(routing_key, message_id, payload)
+            .instrument(span)
+            .await;
+        let outcome = match &result {
+            Ok(()) => "confirmed",
+            Err(PublishError::NotConnected) => "not_connected",
+            Err(PublishError::Timeout) => "timeout",
+            Err(PublishError::Nacked) => "nacked",
+            Err(PublishError::Unroutable(_)) => "unroutable",
+            Err(PublishError::Amqp(_) | PublishError::Encode(_)) => "error",
+        };
+        metrics::counter!(
+            "dispatch_amqp_publishes_total",
+            "queue" => queue_label(routing_key),
+            "outcome" => outcome,
+        )
+        .increment(1);
+        result
+    }
+
+    async fn publish_in_span(
         &self,
         routing_key: &str,
         message_id: &str,

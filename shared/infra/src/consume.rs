@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicRejectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use tokio::task::JoinSet;
@@ -55,6 +55,8 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct ConsumeOptions {
     pub queue: String,
+    /// The queue's metric label (its name without the prefix).
+    label: &'static str,
     pub prefetch: u16,
     /// How long a `Retry` waits before the delivery is requeued; it keeps
     /// its prefetch slot meanwhile, which slows the consumer down while a
@@ -67,6 +69,7 @@ pub struct ConsumeOptions {
 impl ConsumeOptions {
     pub fn new(queue: String, prefetch: u16) -> Self {
         Self {
+            label: crate::broker::queue_name_label(&queue),
             queue,
             prefetch,
             retry_delay: Duration::from_millis(500),
@@ -153,11 +156,13 @@ where
     let mut tasks = JoinSet::new();
     // Which delivery each task handles, to settle it even if it panics.
     let mut tags: HashMap<tokio::task::Id, u64> = HashMap::new();
-    let mut acks = Acks::new(options.prefetch);
+    let mut acks = Acks::new(options.label, options.prefetch);
     let mut tick = tokio::time::interval(ACK_DELAY);
+    let mut depth_tick = tokio::time::interval(DEPTH_SAMPLE);
     let ended: Result<(), ConsumeError> = loop {
         let step: Result<(), ConsumeError> = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
+            _ = depth_tick.tick() => sample_depth(&channel, options).await.map_err(Into::into),
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let (tag, outcome) = finished(&mut tags, done);
                 acks.settle(&channel, tag, outcome).await.map_err(Into::into)
@@ -203,6 +208,30 @@ where
     ended
 }
 
+/// How often a consumer reports its queue's depth.
+const DEPTH_SAMPLE: Duration = Duration::from_secs(5);
+
+/// Sets `dispatch_queue_messages` from a passive declare (which also
+/// notices a deleted queue).
+async fn sample_depth(
+    channel: &lapin::Channel,
+    options: &ConsumeOptions,
+) -> Result<(), lapin::Error> {
+    let queue = channel
+        .queue_declare(
+            options.queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    metrics::gauge!("dispatch_queue_messages", "queue" => options.label)
+        .set(f64::from(queue.message_count()));
+    Ok(())
+}
+
 /// The delivery a finished task handled and what to do with it; a handler
 /// that panicked is a bug that would panic again, so its delivery is
 /// rejected (dead-lettered) rather than retried.
@@ -234,6 +263,8 @@ const ACK_DELAY: Duration = Duration::from_millis(5);
 /// (nor, through the prefetch window, new deliveries). Retries and
 /// rejections are settled one by one, at once.
 struct Acks {
+    /// The queue's metric label.
+    queue: &'static str,
     /// Deliveries whose handlers have not returned.
     running: BTreeSet<u64>,
     /// Handled deliveries waiting for their ack.
@@ -242,8 +273,9 @@ struct Acks {
 }
 
 impl Acks {
-    fn new(prefetch: u16) -> Self {
+    fn new(queue: &'static str, prefetch: u16) -> Self {
         Self {
+            queue,
             running: BTreeSet::new(),
             ready: BTreeSet::new(),
             batch: usize::from(prefetch / 4).max(1),
@@ -261,6 +293,13 @@ impl Acks {
         outcome: Outcome,
     ) -> Result<(), lapin::Error> {
         self.running.remove(&tag);
+        let label = match outcome {
+            Outcome::Ack => "ack",
+            Outcome::Retry => "requeue",
+            Outcome::Reject => "reject",
+        };
+        metrics::counter!("dispatch_amqp_settled_total", "queue" => self.queue, "outcome" => label)
+            .increment(1);
         match outcome {
             Outcome::Ack => {
                 self.ready.insert(tag);
@@ -314,11 +353,19 @@ where
 {
     let span = tracing::info_span!(
         "consume",
+        otel.kind = "consumer",
         queue = %options.queue,
         routing_key = %delivery.routing_key,
         redelivered = delivery.redelivered,
     );
     telemetry::set_parent_from(&span, &headers(&delivery));
+    metrics::counter!(
+        "dispatch_amqp_deliveries_total",
+        "queue" => options.label,
+        "redelivered" => if delivery.redelivered { "true" } else { "false" },
+    )
+    .increment(1);
+    let started = std::time::Instant::now();
     let tag = delivery.delivery_tag;
     let incoming = Incoming {
         routing_key: delivery.routing_key.to_string(),
@@ -326,6 +373,8 @@ where
         redelivered: delivery.redelivered,
     };
     let outcome = handler(incoming).instrument(span.clone()).await;
+    metrics::histogram!("dispatch_amqp_handler_duration_seconds", "queue" => options.label)
+        .record(started.elapsed());
     match outcome {
         Outcome::Retry => tokio::time::sleep(options.retry_delay).await,
         Outcome::Reject => span.in_scope(|| tracing::warn!("rejecting an undecodable delivery")),

@@ -76,6 +76,13 @@ impl Keys {
         format!("{}:workflow:{id}", self.prefix)
     }
 
+    /// String (integer): workflows started and not yet ended, moved by the
+    /// workflow service's compare-and-set; read for the
+    /// `dispatch_workflows_in_flight` metric.
+    pub fn workflows_in_flight(&self) -> String {
+        format!("{}:workflows_in_flight", self.prefix)
+    }
+
     /// String: the dispatch uuid a dispatch's message belongs to, for
     /// `GET /v0.1/messages/{uuid}`.
     pub fn message(&self, message_uuid: &str) -> String {

@@ -15,8 +15,9 @@ use dispatch_model::record::WorkflowRecord;
 
 use crate::redis::{Keys, Redis};
 
-/// `KEYS[1]` record; `ARGV` expected version (`""` = absent), JSON, TTL.
-/// Returns 1 when written.
+/// `KEYS[1]` record, `KEYS[2]` the in-flight counter; `ARGV` expected
+/// version (`""` = absent), JSON, TTL, change of the counter. Returns 1
+/// when written (and only then moves the counter).
 static CAS: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -24,6 +25,7 @@ local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'r', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] ~= '0' then redis.call('INCRBY', KEYS[2], ARGV[4]) end
 return 1
 ",
     )
@@ -202,22 +204,37 @@ impl WorkflowStore {
     }
 
     /// Writes `record` if the stored version is still `expected`; `false`
-    /// when another writer got there first.
+    /// when another writer got there first. The same write moves the count
+    /// of workflows in flight by `in_flight` (+1 when one starts, -1 when
+    /// one ends), so the count stays exact whoever wins.
     pub async fn compare_and_set(
         &self,
         id: &str,
         expected: Option<u64>,
         record: &WorkflowRecord,
+        in_flight: i64,
     ) -> Result<bool, StoreError> {
         let json = serde_json::to_string(record)?;
         let mut conn = self.redis.clone();
         let written: i64 = CAS
             .key(self.keys.workflow(id))
+            .key(self.keys.workflows_in_flight())
             .arg(expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(json)
             .arg(self.ttl_secs)
+            .arg(in_flight)
             .invoke_async(&mut conn)
             .await?;
         Ok(written == 1)
+    }
+
+    /// Workflows started and not yet ended, across every instance.
+    pub async fn in_flight(&self) -> Result<i64, StoreError> {
+        let mut conn = self.redis.clone();
+        let count: Option<i64> = redis::cmd("GET")
+            .arg(self.keys.workflows_in_flight())
+            .query_async(&mut conn)
+            .await?;
+        Ok(count.unwrap_or(0))
     }
 }

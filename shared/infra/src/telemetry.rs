@@ -1,18 +1,33 @@
-//! Logging and trace context.
+//! Logs, traces and metrics.
 //!
-//! `init` installs `Registry + fmt (filtered by EnvFilter) + OpenTelemetry`. Logs are
-//! JSON unless stderr is a terminal (or `DISPATCH_LOG_FORMAT` says `text` or
-//! `json`); the level comes from `RUST_LOG` (default `info`).
+//! [`init`] installs `Registry + fmt (filtered by EnvFilter) + OpenTelemetry`
+//! and the Prometheus recorder. Logs are JSON unless stderr is a terminal
+//! (or `DISPATCH_LOG_FORMAT` says `text` or `json`), with the trace and span
+//! ids of the current span; the level comes from `RUST_LOG` (default
+//! `info`).
 //!
-//! The OpenTelemetry layer gives every span a W3C trace and span id even
-//! when nothing is exported, so trace context can be carried across AMQP
-//! hops ([`inject_current`], [`set_parent_from`]) and into logs.
+//! Traces: the OpenTelemetry layer gives every span a W3C trace and span id
+//! even when nothing is exported, so trace context is carried across AMQP
+//! hops ([`inject_current`], [`set_parent_from`]), timer entries and HTTP
+//! calls ([`trace_headers`]), and into logs. Spans are exported over OTLP
+//! (HTTP/protobuf) only when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; the exporter reads the
+//! other `OTEL_EXPORTER_OTLP_*` variables itself, the SDK reads
+//! `OTEL_TRACES_SAMPLER`/`_ARG` (default: parent-based, always on) and
+//! `OTEL_SERVICE_NAME`/`OTEL_RESOURCE_ATTRIBUTES` (default service name
+//! `dispatch-<service>`).
+//!
+//! Metrics: one global Prometheus recorder per process ([`metrics_handle`]),
+//! rendered at `/metrics` on the admin port. Names are listed in
+//! docs/observability.md.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TracerProvider as _;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::propagation::{Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -21,14 +36,17 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// Keeps the tracer provider alive; drop it (or call `shutdown`) on exit.
+/// Keeps the tracer provider alive; call `shutdown` on exit to flush the
+/// spans not yet exported.
 pub struct Telemetry {
     provider: SdkTracerProvider,
 }
 
 impl Telemetry {
     pub fn shutdown(self) {
-        let _ = self.provider.shutdown();
+        // Off the async threads: the batch exporter blocks while it flushes.
+        let provider = self.provider;
+        let _ = std::thread::spawn(move || provider.shutdown()).join();
     }
 }
 
@@ -41,7 +59,26 @@ pub fn init(service: &'static str) -> Telemetry {
 /// As [`init`], with another level when `RUST_LOG` is not set (tests use
 /// `warn` to keep their output readable).
 pub fn init_with_default_level(service: &'static str, level: &str) -> Telemetry {
-    let provider = SdkTracerProvider::builder().build();
+    let provider = match otlp_provider(service) {
+        Ok(provider) => provider,
+        Err(e) => {
+            eprintln!("OTLP trace export is off: {e}");
+            SdkTracerProvider::builder().build()
+        }
+    };
+    install(service, level, provider)
+}
+
+/// Installs the subscriber with a tracer provider of the caller's (tests
+/// pass one with an in-memory exporter).
+pub fn install(service: &'static str, level: &str, provider: SdkTracerProvider) -> Telemetry {
+    metrics_handle();
+    metrics::gauge!(
+        "dispatch_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "service" => service,
+    )
+    .set(1.0);
     let tracer = provider.tracer(service);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let json = match std::env::var("DISPATCH_LOG_FORMAT").as_deref() {
@@ -78,6 +115,59 @@ pub fn init_with_default_level(service: &'static str, level: &str) -> Telemetry 
     Telemetry { provider }
 }
 
+/// A provider exporting over OTLP when an endpoint is configured, else one
+/// that only mints ids.
+fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, String> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return Ok(SdkTracerProvider::builder().build());
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if !set("OTEL_SERVICE_NAME") {
+        resource = resource.with_service_name(format!("dispatch-{service}"));
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource.build())
+        .with_batch_exporter(exporter)
+        .build())
+}
+
+/// The process's Prometheus recorder, installed on first use. Histograms
+/// whose names end in `_seconds` get buckets from 1 ms to 30 s.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ],
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed; its handle then
+        // renders nothing, which is what a process without ours shows.
+        let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+        handle
+    })
+}
+
 /// The current span's context as W3C headers (`traceparent`, `tracestate`).
 pub fn inject_current() -> HashMap<String, String> {
     let mut headers = HashMap::new();
@@ -90,4 +180,48 @@ pub fn inject_current() -> HashMap<String, String> {
 pub fn set_parent_from(span: &tracing::Span, headers: &HashMap<String, String>) {
     let context = TraceContextPropagator::new().extract(headers);
     let _ = span.set_parent(context);
+}
+
+/// The current span's trace context as HTTP headers, for outgoing calls
+/// (providers, webhooks).
+pub fn trace_headers() -> reqwest_headers::HeaderMap {
+    let mut headers = reqwest_headers::HeaderMap::new();
+    let context = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
+    headers
+}
+
+/// The `traceparent` of the current span, if it has a valid context.
+pub fn current_traceparent() -> Option<String> {
+    let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    inject_current().remove("traceparent")
+}
+
+/// Makes `span` a child of the W3C `traceparent`, if any.
+pub fn set_parent_from_traceparent(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(value) = traceparent {
+        let headers = HashMap::from([("traceparent".to_owned(), value.to_owned())]);
+        set_parent_from(span, &headers);
+    }
+}
+
+use axum::http as reqwest_headers;
+
+struct HeaderInjector<'a>(&'a mut reqwest_headers::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            return;
+        }
+        if let (Ok(name), Ok(value)) = (
+            reqwest_headers::HeaderName::from_bytes(key.as_bytes()),
+            reqwest_headers::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
 }

@@ -46,6 +46,7 @@ impl Simulator {
             .http
             .post(url)
             .bearer_auth(&request.settings.secret)
+            .headers(dispatch_infra::telemetry::trace_headers())
             .json(&body)
             .send()
             .await
