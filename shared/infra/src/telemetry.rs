@@ -33,7 +33,6 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Keeps the tracer provider alive; call `shutdown` on exit to flush the
@@ -92,27 +91,122 @@ pub fn install(service: &'static str, level: &str, provider: SdkTracerProvider) 
         .with_tracer(tracer)
         .with_filter(LevelFilter::INFO);
     let registry = tracing_subscriber::registry().with(otel);
-    let result = if json {
-        registry
-            .with(
+    let dispatch = if json {
+        tracing::Dispatch::new(
+            registry.with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true)
+                    .event_format(JsonLines)
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
-            )
-            .try_init()
+            ),
+        )
     } else {
-        registry
-            .with(
+        tracing::Dispatch::new(
+            registry.with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
-            )
-            .try_init()
+            ),
+        )
     };
-    drop(result);
+    let weak = dispatch.downgrade();
+    if tracing::dispatcher::set_global_default(dispatch).is_ok() {
+        let _ = GLOBAL.set(weak);
+        let _ = tracing_log::LogTracer::init();
+    }
     Telemetry { provider }
+}
+
+/// The installed subscriber, for the log formatter to find each span's
+/// trace context (it cannot ask the current dispatcher while formatting:
+/// tracing hides it from code running inside it).
+static GLOBAL: OnceLock<tracing::dispatcher::WeakDispatch> = OnceLock::new();
+
+/// One JSON object per line: `timestamp`, `level`, `target`, `fields`, the
+/// current `span` (name and fields) and its `trace_id` and `span_id`, so a
+/// log line leads to its trace.
+struct JsonLines;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt as _;
+        let meta = event.metadata();
+        let mut fields = FieldsVisitor(serde_json::Map::new());
+        event.record(&mut fields);
+        let mut line = serde_json::json!({
+            "timestamp": now_rfc3339(),
+            "level": meta.level().as_str(),
+            "target": meta.target(),
+            "fields": fields.0,
+        });
+        if let Some(span) = ctx.lookup_current() {
+            let span_fields = span
+                .extensions()
+                .get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                .and_then(|f| serde_json::from_str::<serde_json::Value>(f.as_str()).ok())
+                .unwrap_or_else(|| serde_json::json!({}));
+            line["span"] = serde_json::json!({ "name": span.name(), "fields": span_fields });
+        }
+        // The current span as the whole subscriber sees it: spans below the
+        // log level still carry the trace.
+        let dispatch = GLOBAL.get().and_then(|weak| weak.upgrade());
+        let current = dispatch.as_ref().and_then(|d| {
+            let current = d.current_span();
+            Some((d, current.id()?.clone()))
+        });
+        if let Some((dispatch, id)) = current
+            && let Some(context) = tracing_opentelemetry::get_otel_context(&id, dispatch)
+        {
+            let otel = context.span();
+            let ids = otel.span_context();
+            if ids.is_valid() {
+                line["trace_id"] = ids.trace_id().to_string().into();
+                line["span_id"] = ids.span_id().to_string().into();
+            }
+        }
+        writeln!(writer, "{line}")
+    }
+}
+
+/// RFC 3339 UTC, as the rest of the ecosystem logs.
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+struct FieldsVisitor(serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for FieldsVisitor {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
 }
 
 /// A provider exporting over OTLP when an endpoint is configured, else one
