@@ -163,7 +163,7 @@ where
 }
 
 /// Beyond the grace period: time to close channels (handing unacknowledged
-/// deliveries back) and flush telemetry.
+/// deliveries back); flushing telemetry then takes at most 1 s more.
 const HAND_BACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs a service on the process's connections, with the admin endpoints

@@ -28,6 +28,11 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 fn services_dir() -> Option<String> {
     let dir = std::env::var("DISPATCH_DEV_SERVICES_DIR").ok();
+    // CI runs scripts/test on a fresh machine: there they must run.
+    assert!(
+        dir.is_some() || std::env::var_os("CI").is_none(),
+        "outage tests need the private instances of scripts/test under CI"
+    );
     if dir.is_none() {
         eprintln!(
             "outage tests: skipped, RabbitMQ and Redis are not private instances \

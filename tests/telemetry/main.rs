@@ -170,6 +170,15 @@ async fn one_failover_dispatch_is_one_trace_and_shows_in_the_metrics() {
     );
     metrics_show_the_run(&sys).await;
 
+    // The dispatch ended: nothing left in flight (the count lives in Redis,
+    // under this run's prefix).
+    let store = dispatch_infra::store::WorkflowStore::new(
+        dispatch_infra::redis::connect(&sys.config).expect("redis"),
+        dispatch_infra::redis::Keys::new(&sys.config.redis_prefix),
+        60,
+    );
+    assert_eq!(store.in_flight().await.expect("in flight"), 0);
+
     // No secrets or message text in any span.
     for span in &ours {
         for kv in &span.attributes {

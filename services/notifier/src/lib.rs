@@ -31,7 +31,12 @@
 //! - **Order**: deliveries of one message's webhooks take turns within a
 //!   notifier, in the order they were consumed (the order the workflow
 //!   published them), so a receiver sees `submitted` before `delivered`
-//!   unless a retry intervenes; every body carries its event time.
+//!   unless a retry intervenes; every body carries its event time. A
+//!   webhook that finds its message's turn taken goes back to the timer
+//!   due just after that message's previously deferred ones, so deferred
+//!   webhooks come back in order. Best effort, not a promise: a new
+//!   webhook can take a free turn ahead of deferred ones, a timer fires a
+//!   round concurrently, and turns are per notifier process.
 //! - **Targets** are checked by [`guard`]: no internal addresses unless
 //!   `allow_private_webhooks`.
 
@@ -229,14 +234,19 @@ impl Notifier {
         let kind = job.kind.as_str();
         if attempt.busy {
             count_attempt(kind, "deferred");
-            // Not an attempt: come back when there may be room.
+            // Not an attempt: come back when there may be room; with
+            // jitter, but behind the message's webhooks deferred before.
             let jitter = rand::random::<u64>() % BUSY_WAIT_MS;
             let wait = attempt
                 .retry_after
                 .unwrap_or_default()
                 .max(Duration::from_millis(BUSY_WAIT_MS + jitter));
             let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            return self.later(&job, now_ms() + wait_ms).await;
+            let mut due_ms = now_ms().saturating_add(wait_ms);
+            if let Some(key) = job.body["message_uuid"].as_str() {
+                due_ms = self.behind(key, due_ms);
+            }
+            return self.later(&job, due_ms).await;
         }
         tracing::info!(status = ?attempt.status, error = %attempt.error, "webhook attempt failed");
         let mut conn = self.redis.clone();
@@ -572,13 +582,13 @@ impl Failed {
     }
 }
 
-/// The dead-letter hash a job goes to: its application's, else its
-/// account's.
 fn count_attempt(kind: &'static str, outcome: &'static str) {
     metrics::counter!("dispatch_webhook_attempts_total", "kind" => kind, "outcome" => outcome)
         .increment(1);
 }
 
+/// The dead-letter hash a job goes to: its application's, else its
+/// account's.
 pub fn dead_letter_scope(job: &WebhookJob) -> String {
     job.application_id
         .map(|a| a.to_string())

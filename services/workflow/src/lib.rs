@@ -317,6 +317,7 @@ fn count_event(event: Event<'_>, outcome: &'static str) {
 
 /// What a transition changed, for the metrics (docs/observability.md).
 struct Change {
+    was_running: bool,
     started: bool,
     finished: bool,
     failover: bool,
@@ -328,6 +329,7 @@ impl Change {
         let ended =
             |s: WorkflowStatus| matches!(s, WorkflowStatus::Completed | WorkflowStatus::Error);
         Self {
+            was_running: running(before.status),
             started: before.status == WorkflowStatus::Accepted && running(after.status),
             finished: !ended(before.status) && ended(after.status),
             failover: running(before.status)
@@ -336,9 +338,10 @@ impl Change {
         }
     }
 
-    /// The change of the count of workflows in flight.
+    /// The change of the count of workflows in flight: one that ends
+    /// straight from `Accepted` (nothing to send) was never counted in.
     fn in_flight(&self) -> i64 {
-        i64::from(self.started) - i64::from(self.finished)
+        i64::from(self.started) - i64::from(self.finished && self.was_running)
     }
 
     fn count(&self, after: &WorkflowRecord, event: Event<'_>) {
@@ -362,8 +365,7 @@ impl Change {
             let reason = match event {
                 Event::Deadline(_) => "deadline",
                 Event::Status(s) if s.status == MessageStatus::Rejected => "rejected",
-                Event::Status(_) => "undeliverable",
-                Event::Start => "start",
+                _ => "undeliverable",
             };
             metrics::counter!("dispatch_failovers_total", "reason" => reason).increment(1);
         }

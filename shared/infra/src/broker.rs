@@ -77,22 +77,15 @@ impl Topology {
         format!("{}.webhooks", self.prefix)
     }
 
-    /// Where rejected deliveries go when `amqp_dead_letter` is on: a
-    /// fanout exchange and one queue bound to it.
+    /// Where rejected deliveries go when `amqp_dead_letter` is on (or a
+    /// policy says so): a fanout exchange and one queue bound to it,
+    /// declared in every case.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dead", self.prefix)
     }
 
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead-letters", self.prefix)
-    }
-
-    /// The queue's name without the prefix, for metric labels.
-    pub fn short_name<'a>(&self, queue: &'a str) -> &'a str {
-        queue
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|rest| rest.strip_prefix('.'))
-            .unwrap_or(queue)
     }
 
     /// The arguments every work queue is declared with. Only what the
@@ -160,9 +153,9 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        if self.dead_letter {
-            self.declare_dead_letters(channel).await?;
-        }
+        // Always there (new names never conflict with existing queues), so
+        // that dead-lettering set by a policy has somewhere to go.
+        self.declare_dead_letters(channel).await?;
         for queue in self.queues() {
             channel
                 .queue_declare(

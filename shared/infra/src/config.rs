@@ -45,10 +45,12 @@ pub struct Config {
     /// argument: set it before the queues are first declared (see
     /// docs/configuration.md, "Queue arguments").
     pub amqp_dead_letter: bool,
-    /// Quorum queues only: how many times a delivery may be handed back
-    /// before the broker dead-letters (or drops) it, so a message that
-    /// crashes every consumer cannot circulate for ever. A queue argument,
-    /// like `amqp_dead_letter`.
+    /// Quorum queues only, with `amqp_dead_letter`: how many times a
+    /// delivery may be handed back before the broker dead-letters it, so a
+    /// message that crashes every consumer cannot circulate for ever. Every
+    /// retry counts (a handler waiting out a Redis outage hands its
+    /// delivery back every 500 ms), so keep it high: 1000 is about eight
+    /// minutes of outage. A queue argument, like `amqp_dead_letter`.
     pub amqp_delivery_limit: Option<u32>,
     /// On SIGTERM, how long in-flight work (deliveries being handled, HTTP
     /// requests) gets to finish before what is left is handed back to the
@@ -338,6 +340,12 @@ impl Config {
             return bad(
                 "amqp_delivery_limit",
                 "needs amqp_queue_type = \"quorum\" (classic queues do not count deliveries)",
+            );
+        }
+        if self.amqp_delivery_limit.is_some() && !self.amqp_dead_letter {
+            return bad(
+                "amqp_delivery_limit",
+                "needs amqp_dead_letter = true: past the limit the broker would drop the message",
             );
         }
         if self.amqp_delivery_limit == Some(0) {

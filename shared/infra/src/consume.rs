@@ -199,9 +199,10 @@ where
         let _ = channel.close(200, "shutting down".into()).await;
     }
     // Handlers still running (channel lost, or past the grace period) are
-    // not aborted halfway: their deliveries go back to the queue, and a
+    // not aborted here: their deliveries go back to the queue, and a
     // handler that finishes its effects (a provider call and its record)
-    // spares the redelivery from doing them again.
+    // spares the redelivery from doing them again. (A process exiting
+    // drops them a moment later; the redelivery then does the work.)
     if !tasks.is_empty() {
         tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
     }

@@ -4,7 +4,7 @@
 //! and the Prometheus recorder. Logs are JSON unless stderr is a terminal
 //! (or `DISPATCH_LOG_FORMAT` says `text` or `json`), with the trace and span
 //! ids of the current span; the level comes from `RUST_LOG` (default
-//! `info`).
+//! `info`, with the AMQP client's own lines off: see [`install`]).
 //!
 //! Traces: the OpenTelemetry layer gives every span a W3C trace and span id
 //! even when nothing is exported, so trace context is carried across AMQP
@@ -43,9 +43,14 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn shutdown(self) {
-        // Off the async threads: the batch exporter blocks while it flushes.
+        // Off the async threads (the batch exporter blocks while it
+        // flushes), and bounded: an unreachable collector must not hold
+        // the exit past the shutdown grace.
         let provider = self.provider;
-        let _ = std::thread::spawn(move || provider.shutdown()).join();
+        let _ = std::thread::spawn(move || {
+            provider.shutdown_with_timeout(std::time::Duration::from_secs(1))
+        })
+        .join();
     }
 }
 
@@ -79,7 +84,12 @@ pub fn install(service: &'static str, level: &str, provider: SdkTracerProvider) 
     )
     .set(1.0);
     let tracer = provider.tracer(service);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // lapin logs connection losses and channel closings (every shutdown)
+    // at ERROR from its I/O thread; the broker supervisor and consumers
+    // report the same events once, with context, at WARN. `RUST_LOG`
+    // (e.g. `info,lapin=debug`) brings lapin's own lines back.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},lapin=off")));
     let json = match std::env::var("DISPATCH_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
