@@ -97,8 +97,13 @@ pub fn install(service: &'static str, level: &str, provider: SdkTracerProvider) 
     };
     // The log filter applies to log output only: spans that carry trace
     // context across hops must exist whatever the log level.
+    // Only what a trace viewer needs: no per-span code locations, thread
+    // names or busy/idle timings (each costs work on every span).
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
         .with_filter(LevelFilter::INFO);
     let registry = tracing_subscriber::registry().with(otel);
     let dispatch = if json {
@@ -224,7 +229,11 @@ impl tracing::field::Visit for FieldsVisitor {
 fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, String> {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
     if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        return Ok(SdkTracerProvider::builder().build());
+        // Nothing is exported: spans still get ids (carried across hops
+        // and into logs) but are not recorded, which costs far less.
+        return Ok(SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff)
+            .build());
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
