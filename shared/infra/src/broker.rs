@@ -95,15 +95,7 @@ impl Topology {
     /// existing queues. Defaults therefore add nothing new; tune running
     /// queues with policies instead (docs/configuration.md).
     fn queue_arguments(&self) -> FieldTable {
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(self.queue_type.as_str().into()),
-        );
-        if let Some(ms) = self.queue_expires_ms {
-            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
-        }
+        let mut args = self.base_arguments();
         if self.dead_letter {
             args.insert(
                 "x-dead-letter-exchange".into(),
@@ -179,6 +171,21 @@ impl Topology {
         Ok(())
     }
 
+    /// Queue type and expiry: what every queue, the dead letters' too, is
+    /// declared with.
+    fn base_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(self.queue_type.as_str().into()),
+        );
+        if let Some(ms) = self.queue_expires_ms {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
+        }
+        args
+    }
+
     async fn declare_dead_letters(&self, channel: &Channel) -> Result<(), lapin::Error> {
         let exchange = self.dead_letter_exchange();
         let queue = self.dead_letter_queue();
@@ -193,17 +200,12 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(self.queue_type.as_str().into()),
-        );
-        if let Some(ms) = self.queue_expires_ms {
-            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-            args.insert("x-expires".into(), AMQPValue::LongLongInt(ms));
-        }
         channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), args)
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                self.base_arguments(),
+            )
             .await?;
         channel
             .queue_bind(
