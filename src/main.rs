@@ -89,29 +89,55 @@ enum AccountCommand {
 
 #[derive(Subcommand)]
 enum ProviderCommand {
-    /// Route a channel of an account (api key) or application (id) to a
-    /// provider.
+    /// Route a channel of an account, or of one of its applications, to a
+    /// provider; credentials are stored encrypted with `credentials_key`.
     Set {
-        /// An account's api key or an application id.
+        /// The account's api key.
         #[arg(long)]
-        scope: String,
+        account: String,
+        /// One of the account's applications, instead of the account.
+        #[arg(long)]
+        application: Option<uuid::Uuid>,
         #[arg(long, value_parser = parse_channel)]
         channel: Channel,
-        /// The provider's base URL.
-        #[arg(long)]
+        /// simulator, vonage, twilio or meta.
+        #[arg(long, value_parser = parse_kind)]
+        kind: ProviderKind,
+        /// The provider's base URL; its public API by default.
+        #[arg(long, default_value = "")]
         url: String,
-        /// The provider's credentials.
-        #[arg(long, env = "DISPATCH_PROVIDER_SECRET")]
+        /// The simulator's bearer token.
+        #[arg(long, env = "DISPATCH_PROVIDER_SECRET", default_value = "")]
         secret: String,
+        /// A credential, `name=value` (repeat for each; docs/providers.md
+        /// lists each provider's).
+        #[arg(long = "credential", value_parser = parse_pair)]
+        credentials: Vec<(String, String)>,
+        /// A template body, `name=text with {{1}}`.
+        #[arg(long = "template", value_parser = parse_pair)]
+        templates: Vec<(String, String)>,
     },
     /// Remove a channel's provider of an account or application, so the
     /// next level (account, then configuration) applies.
     Clear {
         #[arg(long)]
-        scope: String,
+        account: String,
+        #[arg(long)]
+        application: Option<uuid::Uuid>,
         #[arg(long, value_parser = parse_channel)]
         channel: Channel,
     },
+}
+
+fn parse_kind(value: &str) -> Result<ProviderKind, String> {
+    ProviderKind::parse(value).ok_or_else(|| "one of simulator, vonage, twilio, meta".to_owned())
+}
+
+fn parse_pair(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "must be name=value".to_owned())
 }
 
 fn parse_channel(value: &str) -> Result<Channel, String> {
@@ -253,36 +279,61 @@ async fn all(config: Config, c: Connections, shutdown: CancellationToken) -> any
 }
 
 async fn provider(config: &Config, command: ProviderCommand) -> anyhow::Result<()> {
-    let mut redis = dispatch_infra::redis::connect(config)?;
+    let redis = dispatch_infra::redis::connect(config)?;
     let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
+    let key = dispatch_infra::crypto::CredentialsKey::parse(&config.credentials_key)
+        .map_err(|e| anyhow::anyhow!("credentials_key: {e}"))?;
+    let store = dispatch_infra::providers::ProviderStore::new(redis, keys, key);
     match command {
         ProviderCommand::Set {
-            scope,
+            account,
+            application,
             channel,
+            kind,
             url,
             secret,
+            credentials,
+            templates,
         } => {
             let settings = ProviderSettings {
-                kind: ProviderKind::Simulator,
+                kind,
                 url,
                 secret,
+                credentials: credentials.into_iter().collect(),
+                templates: templates.into_iter().collect(),
+                route: String::new(),
             };
-            let json = serde_json::to_string(&settings)?;
-            redis::cmd("HSET")
-                .arg(keys.providers(&scope))
-                .arg(channel.as_str())
-                .arg(json)
-                .exec_async(&mut redis)
-                .await?;
-            println!("{channel} of {scope} now goes to {}", settings.url);
+            let adapters = dispatch_providers::Providers::new(std::time::Duration::from_secs(5))?;
+            adapters
+                .get(kind)
+                .check(channel, &settings)
+                .map_err(|why| anyhow::anyhow!("{} on {channel}: {why}", kind.as_str()))?;
+            let owner = dispatch_infra::providers::Owner {
+                account,
+                application_id: application,
+            };
+            let stored = store.put(&owner, channel, settings).await?;
+            let shown =
+                dispatch_infra::providers::Redacted::new(channel, &stored, &config.callback_base());
+            println!("{}", serde_json::to_string_pretty(&shown)?);
         }
-        ProviderCommand::Clear { scope, channel } => {
-            redis::cmd("HDEL")
-                .arg(keys.providers(&scope))
-                .arg(channel.as_str())
-                .exec_async(&mut redis)
-                .await?;
-            println!("{channel} of {scope} now uses the next level's provider");
+        ProviderCommand::Clear {
+            account,
+            application,
+            channel,
+        } => {
+            let owner = dispatch_infra::providers::Owner {
+                account,
+                application_id: application,
+            };
+            if store.delete(&owner, channel).await? {
+                println!(
+                    "{channel} of {} now uses the next level's provider",
+                    owner.scope()
+                );
+            } else {
+                println!("{channel} of {} had no provider of its own", owner.scope());
+            }
         }
     }
     Ok(())

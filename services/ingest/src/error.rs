@@ -49,6 +49,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -81,6 +83,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -136,6 +139,7 @@ impl ApiError {
             ApiError::Unauthorized(why) => {
                 (m("Unauthorized"), "Unauthorized", why.to_owned(), vec![])
             }
+            ApiError::Forbidden(why) => (m("Forbidden"), "Forbidden", why.to_owned(), vec![]),
             ApiError::NotFound => (
                 m("NotFound"),
                 "Not Found",

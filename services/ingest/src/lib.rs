@@ -63,10 +63,32 @@ pub fn router(state: AppState) -> Router {
             "/v1/applications/{id}/webhooks/failed/{webhook_id}/retry",
             post(routes::webhooks::retry_one),
         )
+        .route("/v0.1/providers", get(routes::providers::account_list))
+        .route(
+            "/v0.1/providers/{channel}",
+            axum::routing::put(routes::providers::account_put)
+                .delete(routes::providers::account_delete),
+        )
+        .route(
+            "/v2/applications/{id}/providers",
+            get(routes::providers::app_list),
+        )
+        .route(
+            "/v2/applications/{id}/providers/{channel}",
+            axum::routing::put(routes::providers::app_put).delete(routes::providers::app_delete),
+        )
         .route("/callbacks/simulator", post(routes::callbacks::simulator))
         .route(
             "/callbacks/simulator/inbound",
             post(routes::callbacks::simulator_inbound),
+        )
+        .route(
+            "/callbacks/{kind}/{route}",
+            get(routes::callbacks::provider).post(routes::callbacks::provider),
+        )
+        .route(
+            "/callbacks/{kind}/{route}/{hook}",
+            post(routes::callbacks::provider_hook),
         )
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(routes::health::healthz))
@@ -121,7 +143,17 @@ pub async fn spawn_with(
             "the provider simulator is a configured provider, or its development secret is in use: not for production"
         );
     }
+    let credentials_key = dispatch_infra::crypto::CredentialsKey::parse(&config.credentials_key)
+        .map_err(|e| anyhow::anyhow!("credentials_key: {e}"))?;
     let state = AppState {
+        providers: Arc::new(dispatch_providers::Providers::new(Duration::from_millis(
+            config.provider_timeout_ms,
+        ))?),
+        providers_store: dispatch_infra::providers::ProviderStore::new(
+            redis.clone(),
+            Keys::new(&config.redis_prefix),
+            credentials_key,
+        ),
         secrets: Arc::new(accounts::SecretCache::new(Duration::from_secs(5))),
         receipts: dispatch_infra::receipts::Receipts::new(
             redis.clone(),

@@ -15,6 +15,10 @@ pub struct AppState {
     pub store: dispatch_infra::store::WorkflowStore,
     pub receipts: dispatch_infra::receipts::Receipts,
     pub secrets: Arc<crate::accounts::SecretCache>,
+    /// Provider adapters, to read their callbacks.
+    pub providers: Arc<dispatch_providers::Providers>,
+    /// Provider settings per account and application, encrypted.
+    pub providers_store: dispatch_infra::providers::ProviderStore,
     pub limits: Limits,
     /// `public_url` without a trailing slash, for `href`s.
     pub base_url: Arc<str>,

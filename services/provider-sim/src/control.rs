@@ -63,6 +63,33 @@ struct State {
     sends: VecDeque<SendRecord>,
     /// 503s answered so far, by reference.
     transient: HashMap<String, u32>,
+    requests: VecDeque<RawRequest>,
+}
+
+/// Most raw requests kept; the oldest go first.
+pub const MAX_RAW_REQUESTS: usize = 10_000;
+
+/// A request to a provider fake as it arrived: what an adapter's test
+/// checks byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawRequest {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Header names in lower case, in arrival order.
+    pub headers: Vec<(String, String)>,
+    /// The body (UTF-8, lossy).
+    pub body: String,
+}
+
+impl RawRequest {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// A handle on the simulator's state, for in-process tests: what the
@@ -129,6 +156,21 @@ impl Control {
         self.lock().sends.clear();
     }
 
+    /// Logs a request to one of the provider fakes, exactly as received.
+    pub fn record_request(&self, request: RawRequest) {
+        let mut state = self.lock();
+        if state.requests.len() >= MAX_RAW_REQUESTS {
+            state.requests.pop_front();
+        }
+        state.requests.push_back(request);
+    }
+
+    /// Requests to the provider fakes, oldest first (at most
+    /// [`MAX_RAW_REQUESTS`]).
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.lock().requests.iter().cloned().collect()
+    }
+
     /// Forgets everything: overrides, the sends log and the transient
     /// failure counters.
     pub fn reset(&self) {
@@ -137,6 +179,16 @@ impl Control {
 
     /// Decides the answer to `req` and logs it.
     pub(crate) fn decide(&self, req: &SendRequest, at_ms: i64) -> Decision {
+        self.decide_as(req, at_ms, || format!("sim-{}", uuid::Uuid::new_v4()))
+    }
+
+    /// [`Control::decide`], with message ids in a provider's own form.
+    pub(crate) fn decide_as(
+        &self,
+        req: &SendRequest,
+        at_ms: i64,
+        new_id: impl FnOnce() -> String,
+    ) -> Decision {
         let mut state = self.lock();
         let behaviour = state
             .overrides
@@ -161,7 +213,7 @@ impl Control {
             match behaviour.reject.clone() {
                 Some(error) => (Decision::Reject(error), Outcome::Rejected, None),
                 None => {
-                    let message_id = format!("sim-{}", uuid::Uuid::new_v4());
+                    let message_id = new_id();
                     let decision = Decision::Accept {
                         message_id: message_id.clone(),
                         behaviour,

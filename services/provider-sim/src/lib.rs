@@ -100,6 +100,7 @@
 
 pub mod behaviour;
 pub mod control;
+mod fakes;
 mod receipts;
 mod server;
 pub mod wire;
@@ -113,7 +114,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use behaviour::{Behaviour, Delivery, default_behaviour};
-pub use control::{Control, Outcome, SendRecord};
+pub use control::{Control, Outcome, RawRequest, SendRecord};
 pub use receipts::{CALLBACK_ATTEMPTS, CALLBACK_RETRY_BASE, CALLBACK_TIMEOUT};
 
 /// A running simulator.
@@ -150,6 +151,7 @@ pub async fn spawn(config: &Config, shutdown: CancellationToken) -> anyhow::Resu
         )?,
         secret: config.simulator_secret.as_str().into(),
         inbound_url: format!("{}/callbacks/simulator/inbound", config.callback_base()).into(),
+        fakes: std::sync::Arc::new(fakes::Fakes::new(&config.simulator_secret)),
     };
     let router = server::router(app);
     let token = shutdown.clone();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use dispatch_model::Channel;
-use dispatch_model::record::{MessageStatus, now_ms};
+use dispatch_model::record::{MessageError, MessageStatus, Usage, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -26,10 +26,95 @@ pub(crate) struct Plan {
     pub message_id: String,
     pub reference: String,
     pub channel: Channel,
+    /// The sender's and recipient's number or id, as the send named them.
+    pub from: String,
+    pub to: String,
     pub behaviour: Behaviour,
     /// The send request's W3C `traceparent`: its receipts continue that
     /// trace, as a provider propagating trace context would.
     pub traceparent: Option<String>,
+    /// How the provider being imitated writes and signs its callbacks.
+    pub format: Arc<dyn Format>,
+}
+
+/// What happens to an accepted message, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Event {
+    /// Handed to the network (providers that report it: Twilio, Meta).
+    Sent,
+    Delivered {
+        usage: Usage,
+    },
+    Read,
+    Undeliverable {
+        error: MessageError,
+    },
+}
+
+/// One callback, ready to post.
+pub(crate) struct Post {
+    pub url: String,
+    /// Content type and signature headers.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// A provider's callback format: the body and signature of each receipt.
+pub(crate) trait Format: Send + Sync {
+    /// The callback reporting `event`, or `None` when this provider does
+    /// not report it.
+    fn receipt(&self, plan: &Plan, event: &Event, at_ms: i64) -> Option<Post>;
+}
+
+/// The simulator's own format ([`Callback`], `X-Simulator-Signature`).
+pub(crate) struct SimulatorFormat {
+    pub secret: Arc<str>,
+}
+
+impl SimulatorFormat {
+    pub fn post<T: serde::Serialize>(&self, url: &str, callback: &T) -> Option<Post> {
+        let body = match serde_json::to_vec(callback) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise a callback");
+                return None;
+            }
+        };
+        Some(Post {
+            url: url.to_owned(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                (SIGNATURE_HEADER.into(), sign(&self.secret, &body)),
+            ],
+            body,
+        })
+    }
+}
+
+impl Format for SimulatorFormat {
+    fn receipt(&self, plan: &Plan, event: &Event, at_ms: i64) -> Option<Post> {
+        let callback = |status| Callback {
+            message_id: plan.message_id.clone(),
+            reference: plan.reference.clone(),
+            status,
+            timestamp_ms: at_ms,
+            usage: None,
+            error: None,
+        };
+        let callback = match event {
+            Event::Sent => return None,
+            Event::Delivered { usage } => Callback {
+                usage: Some(usage.clone()),
+                ..callback(MessageStatus::Delivered)
+            },
+            Event::Read => callback(MessageStatus::Read),
+            Event::Undeliverable { error } => Callback {
+                error: Some(error.clone()),
+                ..callback(MessageStatus::Undeliverable)
+            },
+        };
+        self.post(&plan.url, &callback)
+    }
 }
 
 /// Sends receipts; cheap to clone.
@@ -85,62 +170,61 @@ impl Receipts {
             .behaviour
             .delay_ms
             .map_or(self.default_delay, Duration::from_millis);
-        let callback = |status| Callback {
-            message_id: plan.message_id.clone(),
-            reference: plan.reference.clone(),
-            status,
-            timestamp_ms: now_ms(),
-            usage: None,
-            error: None,
-        };
+        let emit = |event: Event| plan.format.receipt(&plan, &event, now_ms());
 
+        if let Some(post) = emit(Event::Sent) {
+            self.deliver(post).await;
+        }
         tokio::time::sleep(delay).await;
         match plan.behaviour.delivery {
             Delivery::None => {}
             Delivery::Undeliverable => {
-                let receipt = Callback {
-                    error: Some(plan.behaviour.undeliverable_error()),
-                    ..callback(MessageStatus::Undeliverable)
-                };
-                self.post(&plan.url, &receipt).await;
+                let error = plan.behaviour.undeliverable_error();
+                if let Some(post) = emit(Event::Undeliverable { error }) {
+                    self.deliver(post).await;
+                }
             }
             Delivery::Delivered => {
-                let receipt = Callback {
-                    usage: Some(plan.behaviour.usage(plan.channel)),
-                    ..callback(MessageStatus::Delivered)
-                };
-                self.post(&plan.url, &receipt).await;
+                let usage = plan.behaviour.usage(plan.channel);
+                if let Some(post) = emit(Event::Delivered { usage }) {
+                    self.deliver(post).await;
+                }
                 if plan.behaviour.read {
                     tokio::time::sleep(delay).await;
-                    self.post(&plan.url, &callback(MessageStatus::Read)).await;
+                    if let Some(post) = emit(Event::Read) {
+                        self.deliver(post).await;
+                    }
                 }
             }
         }
     }
 
-    /// Posts `callback` to `url`, retrying with backoff; false if it was
-    /// dropped.
+    /// Posts `callback` in the simulator's format to `url`, retrying with
+    /// backoff; false if it was dropped.
     pub async fn post<T: serde::Serialize>(&self, url: &str, callback: &T) -> bool {
-        let body = match serde_json::to_vec(callback) {
-            Ok(body) => Bytes::from(body),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialise a callback");
-                return false;
-            }
+        let format = SimulatorFormat {
+            secret: self.secret.clone(),
         };
-        let signature = sign(&self.secret, &body);
+        match format.post(url, callback) {
+            Some(post) => self.deliver(post).await,
+            None => false,
+        }
+    }
+
+    /// Posts one callback, retrying with backoff; false if it was dropped.
+    pub async fn deliver(&self, post: Post) -> bool {
+        let url = post.url.as_str();
         let mut backoff = CALLBACK_RETRY_BASE;
         let mut last_error = String::new();
         for attempt in 1..=CALLBACK_ATTEMPTS {
-            let sent = self
+            let mut request = self
                 .client
                 .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(SIGNATURE_HEADER, &signature)
-                .headers(dispatch_infra::telemetry::trace_headers())
-                .body(body.clone())
-                .send()
-                .await;
+                .headers(dispatch_infra::telemetry::trace_headers());
+            for (name, value) in &post.headers {
+                request = request.header(name, value);
+            }
+            let sent = request.body(post.body.clone()).send().await;
             match sent {
                 Ok(response) if response.status().is_success() => {
                     // Read the answer so the connection goes back to the pool.
@@ -168,5 +252,12 @@ impl Receipts {
             "callback dropped"
         );
         false
+    }
+
+    /// The simulator's own receipt format.
+    pub fn simulator_format(&self) -> Arc<dyn Format> {
+        Arc::new(SimulatorFormat {
+            secret: self.secret.clone(),
+        })
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct App {
     pub secret: Arc<str>,
     /// Where inbound messages go unless the request names a URL.
     pub inbound_url: Arc<str>,
+    /// The fakes of real providers' APIs.
+    pub fakes: Arc<crate::fakes::Fakes>,
 }
 
 pub(crate) fn router(app: App) -> Router {
@@ -35,8 +37,10 @@ pub(crate) fn router(app: App) -> Router {
             put(set_recipient).delete(clear_recipient),
         )
         .route("/control/sends", get(list_sends).delete(clear_sends))
+        .route("/control/requests", get(list_requests))
         .route("/control/inbound", post(inbound))
         .route("/healthz", get(healthz))
+        .merge(crate::fakes::routes())
         .with_state(app)
 }
 
@@ -108,7 +112,10 @@ async fn send(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
                     message_id: message_id.clone(),
                     reference: req.reference,
                     channel: req.channel,
+                    from: req.from,
+                    to: req.to,
                     behaviour,
+                    format: app.receipts.simulator_format(),
                     traceparent: headers
                         .get("traceparent")
                         .and_then(|v| v.to_str().ok())
@@ -148,6 +155,10 @@ async fn list_sends(State(app): State<App>, Query(q): Query<SendsQuery>) -> Resp
     Json(sends).into_response()
 }
 
+async fn list_requests(State(app): State<App>) -> Response {
+    Json(app.control.requests()).into_response()
+}
+
 async fn clear_sends(State(app): State<App>) -> StatusCode {
     app.control.clear_sends();
     StatusCode::NO_CONTENT
@@ -166,6 +177,32 @@ async fn inbound(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
         Ok(request) => request,
         Err(e) => return error(StatusCode::BAD_REQUEST, ProviderError::invalid(e)),
     };
+    if let Some(provider) = &request.provider {
+        let Some(fake) = app.fakes.get(provider) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ProviderError::invalid("provider must be vonage, twilio or meta"),
+            );
+        };
+        if request.callback_url.is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ProviderError::invalid("callback_url is required with provider"),
+            );
+        }
+        let message_id = uuid::Uuid::new_v4().simple().to_string();
+        let Some(post) = fake.inbound(&request, &message_id, now_ms()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ProviderError::invalid("this fake cannot send that inbound message"),
+            );
+        };
+        return if app.receipts.deliver(post).await {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            StatusCode::BAD_GATEWAY.into_response()
+        };
+    }
     let message = crate::wire::Inbound {
         message_id: format!("sim-in-{}", uuid::Uuid::new_v4()),
         channel: request.channel,

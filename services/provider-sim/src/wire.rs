@@ -245,7 +245,12 @@ pub struct InboundRequest {
     pub to: String,
     pub message: serde_json::Value,
     /// Where to post it; by default `{callback_url}/callbacks/simulator/inbound`
-    /// of the simulator's configuration.
+    /// of the simulator's configuration. Required with `provider`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Post it as this provider's fake would (`vonage`, `twilio`,
+    /// `meta`), in its format and with its signature; the simulator's
+    /// own format by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }

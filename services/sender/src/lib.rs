@@ -25,8 +25,6 @@
 //!   settings, else the account's, else the configuration's default (the
 //!   simulator unless configured otherwise).
 
-pub mod provider;
-
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +32,8 @@ use std::time::Duration;
 use dispatch_infra::broker::Broker;
 use dispatch_infra::config::ProviderSettings;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
+use dispatch_infra::crypto::CredentialsKey;
+use dispatch_infra::providers::{ProviderStore, callback_url};
 use dispatch_infra::receipts::{MessageRef, Parked, Receipts, Sent};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
@@ -44,7 +44,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::provider::{Accepted, ProviderRequest, Providers, SendError};
+use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError};
 
 /// The longest a `Retry-After` may hold a message.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -80,7 +80,12 @@ pub async fn run_with(
     let sender = Arc::new(Sender {
         receipts: Receipts::new(redis.clone(), keys.clone(), config.record_ttl_secs),
         providers: Providers::new(Duration::from_millis(config.provider_timeout_ms))?,
-        status_callback: format!("{}/callbacks/simulator", config.callback_base()),
+        store: ProviderStore::new(
+            connections.redis.clone(),
+            keys.clone(),
+            CredentialsKey::parse(&config.credentials_key).map_err(anyhow::Error::msg)?,
+        ),
+        callback_base: config.callback_base(),
         broker: broker.clone(),
         redis,
         keys,
@@ -118,7 +123,8 @@ struct Sender {
     keys: Keys,
     receipts: Receipts,
     providers: Providers,
-    status_callback: String,
+    store: ProviderStore,
+    callback_base: String,
     config: Config,
 }
 
@@ -257,6 +263,7 @@ impl Sender {
         lock: &Lock,
     ) -> Result<(), HandleError> {
         let provider = self.providers.get(settings.kind);
+        let status_callback = callback_url(&self.callback_base, &settings);
         let mut attempt = 1;
         let outcome = loop {
             if let Some(limiter) = limiter {
@@ -270,7 +277,7 @@ impl Sender {
             let request = ProviderRequest {
                 command,
                 settings: &settings,
-                status_callback: &self.status_callback,
+                status_callback: &status_callback,
             };
             let call = tracing::info_span!(
                 "provider.call",
@@ -410,15 +417,14 @@ impl Sender {
     /// The provider for this message: the application's setting, else the
     /// account's (`found`, in that order), else the configured default.
     fn settings(&self, command: &SendCommand, found: Vec<Option<String>>) -> ProviderSettings {
-        let configured = found.into_iter().flatten().find_map(|raw| {
-            match serde_json::from_str::<ProviderSettings>(&raw) {
-                Ok(settings) => Some(settings),
-                Err(e) => {
-                    tracing::warn!(error = %e, "ignoring unreadable provider settings");
-                    None
-                }
-            }
-        });
+        let scopes = command
+            .application_id
+            .map(|a| a.to_string())
+            .into_iter()
+            .chain([command.account.clone()]);
+        let configured = scopes
+            .zip(found)
+            .find_map(|(scope, raw)| self.store.open(&scope, command.channel, &raw?));
         configured.unwrap_or_else(|| self.config.default_provider(command.channel))
     }
 

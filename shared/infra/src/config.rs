@@ -99,6 +99,12 @@ pub struct Config {
     /// for the account or application, goes to the simulator at
     /// `simulator_url`.
     pub providers: BTreeMap<Channel, ProviderSettings>,
+    /// The key that encrypts provider credentials stored in Redis:
+    /// 32 bytes, base64. The default is for local development only.
+    pub credentials_key: String,
+    /// What a message costs in EUR, by channel, when its provider does not
+    /// say (per segment for SMS): the `usage` of status webhooks.
+    pub prices: BTreeMap<Channel, String>,
 
     /// Due timer entries claimed per Redis round trip.
     pub timer_batch: usize,
@@ -144,19 +150,114 @@ pub struct Config {
     pub webhook_circuit_open_ms: u64,
 }
 
-/// Which provider serves a channel, and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Which provider serves a channel, how to reach it, and with which
+/// credentials. Stored encrypted per account or application
+/// ([`crate::providers`]), or given per channel in the configuration.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderSettings {
     pub kind: ProviderKind,
+    /// The provider's base URL; its public API when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
-    /// Credentials, as the provider expects them.
+    /// The simulator's bearer token (other providers use `credentials`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret: String,
+    /// The provider's credentials by name (`account_sid`, `auth_token`,
+    /// `access_token`, `app_secret`, …); which ones each provider needs is
+    /// in docs/providers.md.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, String>,
+    /// Template bodies by template name (`{{1}} code: {{2}}`), for
+    /// providers that send templates as text, and to check parameter
+    /// counts before sending.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<String, String>,
+    /// Names this record in callback URLs (`/callbacks/{kind}/{route}`), so
+    /// that a callback is verified with these credentials. Set when the
+    /// record is stored; `default-{channel}` for the configuration's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub route: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl ProviderSettings {
+    /// A credential by name, or "" when absent.
+    pub fn credential(&self, name: &str) -> &str {
+        self.credentials.get(name).map_or("", String::as_str)
+    }
+
+    /// `url` without a trailing slash, or `default` when empty.
+    pub fn base_url<'a>(&'a self, default: &'a str) -> &'a str {
+        let url = self.url.trim_end_matches('/');
+        if url.is_empty() { default } else { url }
+    }
+}
+
+/// Never prints credentials, the simulator secret or template bodies.
+impl std::fmt::Debug for ProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSettings")
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .field("templates", &self.templates.keys().collect::<Vec<_>>())
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
+    /// `dispatch provider-sim`.
     Simulator,
+    /// The Vonage Messages API v1, for every channel.
+    Vonage,
+    /// Twilio Programmable Messaging: sms, mms, whatsapp.
+    Twilio,
+    /// Meta: the WhatsApp Cloud API and the Messenger Send API.
+    Meta,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Simulator,
+        ProviderKind::Vonage,
+        ProviderKind::Twilio,
+        ProviderKind::Meta,
+    ];
+
+    /// Its name in URLs, Redis keys and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Simulator => "simulator",
+            ProviderKind::Vonage => "vonage",
+            ProviderKind::Twilio => "twilio",
+            ProviderKind::Meta => "meta",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// The development key for stored provider credentials; services warn at
+/// start-up while it is in use.
+pub const DEV_CREDENTIALS_KEY: &str = "ZGlzcGF0Y2gtZGV2LWNyZWRlbnRpYWxzLWtleS0zMmI=";
+
+/// Prices per message (per segment for SMS) in EUR, when a provider
+/// reports none.
+pub fn default_prices() -> BTreeMap<Channel, String> {
+    [
+        (Channel::Sms, "0.0333"),
+        (Channel::Mms, "0.0550"),
+        (Channel::Whatsapp, "0.0150"),
+        (Channel::Messenger, "0.0010"),
+        (Channel::ViberServiceMsg, "0.0120"),
+    ]
+    .into_iter()
+    .map(|(c, p)| (c, p.to_owned()))
+    .collect()
 }
 
 /// The development secret shared with the simulator by default; services
@@ -212,6 +313,8 @@ impl Default for Config {
             sender_retry_base_ms: 200,
             provider_timeout_ms: 10_000,
             providers: BTreeMap::new(),
+            credentials_key: DEV_CREDENTIALS_KEY.into(),
+            prices: default_prices(),
             timer_batch: 500,
             timer_lease_ms: 30_000,
             timer_max_idle_ms: 1_000,
@@ -333,8 +436,13 @@ impl Config {
             return bad("simulator_secret", "must not be empty");
         }
         for (channel, provider) in &self.providers {
-            check_url(&provider.url, &["http", "https"])
-                .or_else(|why| bad(&format!("providers.{channel}.url"), &why))?;
+            if !provider.url.is_empty() {
+                check_url(&provider.url, &["http", "https"])
+                    .or_else(|why| bad(&format!("providers.{channel}.url"), &why))?;
+            }
+        }
+        if let Err(why) = crate::crypto::CredentialsKey::parse(&self.credentials_key) {
+            return bad("credentials_key", &why);
         }
         if self.amqp_delivery_limit.is_some() && self.amqp_queue_type != QueueType::Quorum {
             return bad(
@@ -364,14 +472,20 @@ impl Config {
     /// The provider of `channel` unless an account or application names
     /// its own.
     pub fn default_provider(&self, channel: Channel) -> ProviderSettings {
-        self.providers
-            .get(&channel)
-            .cloned()
-            .unwrap_or_else(|| ProviderSettings {
-                kind: ProviderKind::Simulator,
-                url: self.simulator_url.clone(),
-                secret: self.simulator_secret.clone(),
-            })
+        let mut settings =
+            self.providers
+                .get(&channel)
+                .cloned()
+                .unwrap_or_else(|| ProviderSettings {
+                    kind: ProviderKind::Simulator,
+                    url: self.simulator_url.clone(),
+                    secret: self.simulator_secret.clone(),
+                    credentials: BTreeMap::new(),
+                    templates: BTreeMap::new(),
+                    route: String::new(),
+                });
+        settings.route = format!("default-{channel}");
+        settings
     }
 
     /// Whether any channel goes to the simulator by default, or the

@@ -6,6 +6,8 @@ pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod consume;
+pub mod crypto;
+pub mod providers;
 pub mod receipts;
 pub mod redis;
 pub mod shutdown;

@@ -157,6 +157,25 @@ impl Keys {
         format!("{}:providers:{scope}", self.prefix)
     }
 
+    /// String: JSON of the [`crate::providers::RouteTarget`] a callback
+    /// route names.
+    pub fn provider_route(&self, route: &str) -> String {
+        format!("{}:provider-route:{route}", self.prefix)
+    }
+
+    /// String: when (ms) the user `theirs` last wrote to our `ours` on
+    /// `channel`; expires when the channel's reply window closes.
+    pub fn window(&self, channel: &str, ours: &str, theirs: &str) -> String {
+        format!("{}:window:{channel}:{ours}:{theirs}", self.prefix)
+    }
+
+    /// String `{provider message id} {sent at ms}`: the last message sent
+    /// from `ours` to `theirs` on `channel`, for read receipts that name
+    /// no message (Messenger's watermarks).
+    pub fn last_sent(&self, channel: &str, ours: &str, theirs: &str) -> String {
+        format!("{}:last-sent:{channel}:{ours}:{theirs}", self.prefix)
+    }
+
     /// String `claimed` or `abandoned`: who settled an accepted request
     /// first, the workflow service (it runs) or ingest after a lost
     /// confirm (it answered 503, so it must not run). See

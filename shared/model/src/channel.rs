@@ -36,6 +36,11 @@ impl Channel {
         }
     }
 
+    /// The channel named `name` (its wire name).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     pub fn rules(self) -> &'static ChannelRules {
         match self {
             Channel::Sms => &SMS,

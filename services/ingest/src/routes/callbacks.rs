@@ -1,103 +1,319 @@
-//! `POST /callbacks/simulator`: delivery and read receipts from the
-//! provider simulator.
+//! Provider callbacks: delivery and read receipts, and inbound messages.
 //!
-//! A callback is believed only with a valid signature (HMAC-SHA256 of the
-//! exact body with `simulator_secret`); anything else is 401 and changes
-//! nothing. A believed receipt is matched to its message and published as
-//! a status event (204 after the broker's confirm), or parked until the
-//! sender records the provider's id (also 204: it will be applied).
-//! When the broker is out the answer is 503, and the simulator retries.
+//! - `POST /callbacks/simulator[/inbound]`: the simulator, signed with
+//!   `simulator_secret`.
+//! - `GET|POST /callbacks/{kind}/{route}[/{hook}]`: Vonage, Twilio and
+//!   Meta. The route names one stored provider record (or
+//!   `default-{channel}`, the configuration's), whose credentials verify
+//!   the callback's signature and whose owner receives inbound messages.
+//!
+//! A callback is believed only once its adapter verified the signature;
+//! anything else is 401 and changes nothing. A believed receipt is matched
+//! to its message and published as a status event, or parked until the
+//! sender records the provider's id (then applied by the sender, never
+//! dropped). An inbound message opens the channel's reply window for the
+//! user, and goes to the application as an `inbound-message` webhook.
+//! When the broker is out the answer is 503, and the provider retries.
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{OriginalUri, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dispatch_infra::config::{ProviderKind, ProviderSettings};
+use dispatch_infra::providers::{Owner, RouteTarget};
 use dispatch_infra::receipts::Receipt;
+use dispatch_model::Channel;
 use dispatch_model::envelope::{Envelope, WebhookJob, WebhookKind};
-use dispatch_model::record::iso_timestamp;
-use dispatch_provider_sim::wire::{self, Callback};
+use dispatch_model::record::{MessageStatus, iso_timestamp};
+use dispatch_providers::{CallbackError, CallbackEvent, CallbackOutcome, CallbackRequest, Inbound};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// The provider name under which the simulator's message ids are kept.
-const PROVIDER: &str = "simulator";
-
-/// 401 unless `body` carries the simulator's signature.
-fn verify(state: &AppState, headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
-    let signature = headers
-        .get(wire::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !wire::verify(&state.config.simulator_secret, body, signature) {
-        return Err(ApiError::Unauthorized(
-            "The callback signature is missing or does not match.",
-        ));
-    }
-    Ok(())
-}
+/// How long after a user's last message a business may answer freely on
+/// WhatsApp (the customer care window) and Messenger (the standard
+/// messaging window).
+pub const REPLY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 pub async fn simulator(
     State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<StatusCode> {
-    verify(&state, &headers, &body)?;
-    let callback: Callback = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::MalformedJson(format!("not a simulator callback: {e}")))?;
-    let receipt = Receipt {
-        provider_message_id: callback.message_id,
-        status: callback.status,
-        at_ms: callback.timestamp_ms,
-        error: callback.error,
-        usage: callback.usage,
+) -> ApiResult<Response> {
+    let settings = state.config.default_provider(Channel::Sms);
+    let settings = ProviderSettings {
+        kind: ProviderKind::Simulator,
+        secret: state.config.simulator_secret.clone(),
+        ..settings
     };
-    let Some(target) = state.receipts.resolve_or_park(PROVIDER, &receipt).await? else {
+    let call = Call {
+        method: &method,
+        uri: &uri,
+        hook: "",
+        headers: &headers,
+        body: &body,
+    };
+    handle(&state, ProviderKind::Simulator, None, &settings, call).await
+}
+
+pub async fn simulator_inbound(
+    State(state): State<AppState>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let settings = ProviderSettings {
+        kind: ProviderKind::Simulator,
+        secret: state.config.simulator_secret.clone(),
+        ..state.config.default_provider(Channel::Sms)
+    };
+    let call = Call {
+        method: &method,
+        uri: &uri,
+        hook: "inbound",
+        headers: &headers,
+        body: &body,
+    };
+    handle(&state, ProviderKind::Simulator, None, &settings, call).await
+}
+
+pub async fn provider(
+    State(state): State<AppState>,
+    Path((kind, route)): Path<(String, String)>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    routed(state, kind, route, "", method, uri, headers, body).await
+}
+
+pub async fn provider_hook(
+    State(state): State<AppState>,
+    Path((kind, route, hook)): Path<(String, String, String)>,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    if !matches!(hook.as_str(), "status" | "inbound") {
+        return Err(ApiError::NotFound);
+    }
+    routed(state, kind, route, &hook, method, uri, headers, body).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn routed(
+    state: AppState,
+    kind: String,
+    route: String,
+    hook: &str,
+    method: Method,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let kind = ProviderKind::parse(&kind)
+        .filter(|k| *k != ProviderKind::Simulator)
+        .ok_or(ApiError::NotFound)?;
+    let (owner, settings) = match route.strip_prefix("default-").and_then(Channel::parse) {
+        Some(channel) => (None, state.config.default_provider(channel)),
+        None => match state.providers_store.by_route(&route).await {
+            Ok(Some((RouteTarget { owner, .. }, settings))) => (Some(owner), settings),
+            Ok(None) => return Err(ApiError::NotFound),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read a provider route");
+                return Err(ApiError::Unavailable("The data store is unreachable."));
+            }
+        },
+    };
+    if settings.kind != kind {
+        return Err(ApiError::NotFound);
+    }
+    let call = Call {
+        method: &method,
+        uri: &uri,
+        hook,
+        headers: &headers,
+        body: &body,
+    };
+    handle(&state, kind, owner, &settings, call).await
+}
+
+struct Call<'a> {
+    method: &'a Method,
+    uri: &'a OriginalUri,
+    hook: &'a str,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
+async fn handle(
+    state: &AppState,
+    kind: ProviderKind,
+    owner: Option<Owner>,
+    settings: &ProviderSettings,
+    call: Call<'_>,
+) -> ApiResult<Response> {
+    let path_and_query = call
+        .uri
+        .0
+        .path_and_query()
+        .map_or_else(|| call.uri.0.path().to_owned(), |p| p.as_str().to_owned());
+    let url = format!("{}{path_and_query}", state.config.callback_base());
+    let request = CallbackRequest {
+        method: call.method,
+        url: &url,
+        hook: call.hook,
+        query: call.uri.0.query().unwrap_or(""),
+        headers: call.headers,
+        body: call.body,
+    };
+    let outcome = state.providers.get(kind).callback(settings, &request);
+    let events = match outcome {
+        Ok(CallbackOutcome::Challenge(text)) => return Ok((StatusCode::OK, text).into_response()),
+        Ok(CallbackOutcome::Events(events)) => events,
+        Err(CallbackError::Unauthorized(why)) => {
+            tracing::info!(provider = kind.as_str(), %why, "callback refused");
+            return Err(ApiError::Unauthorized(
+                "The callback signature is missing or does not match.",
+            ));
+        }
+        Err(CallbackError::Forbidden(why)) => {
+            tracing::info!(provider = kind.as_str(), %why, "callback refused");
+            return Err(ApiError::Forbidden("The verify token does not match."));
+        }
+        Err(CallbackError::Malformed(why)) => {
+            return Err(ApiError::MalformedJson(format!(
+                "not a {} callback: {why}",
+                kind.as_str()
+            )));
+        }
+    };
+    for event in events {
+        apply(state, kind, owner.as_ref(), event).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn apply(
+    state: &AppState,
+    kind: ProviderKind,
+    owner: Option<&Owner>,
+    event: CallbackEvent,
+) -> ApiResult<()> {
+    match event {
+        CallbackEvent::Receipt(receipt) => receipt_event(state, kind, receipt).await,
+        CallbackEvent::ReadUpTo {
+            channel,
+            ours,
+            user,
+            up_to_ms,
+            at_ms,
+        } => {
+            let last: Option<String> = redis::AsyncCommands::get(
+                &mut state.redis(),
+                state.keys.last_sent(channel.as_str(), &ours, &user),
+            )
+            .await?;
+            let Some((id, sent_ms)) = last.as_deref().and_then(|l| l.rsplit_once(' ')) else {
+                return Ok(());
+            };
+            if sent_ms.parse::<i64>().is_ok_and(|sent| sent <= up_to_ms) {
+                let receipt = Receipt {
+                    provider_message_id: id.to_owned(),
+                    status: MessageStatus::Read,
+                    at_ms,
+                    error: None,
+                    usage: None,
+                };
+                receipt_event(state, kind, receipt).await?;
+            }
+            Ok(())
+        }
+        CallbackEvent::Inbound(inbound) => inbound_event(state, owner, inbound).await,
+    }
+}
+
+async fn receipt_event(state: &AppState, kind: ProviderKind, receipt: Receipt) -> ApiResult<()> {
+    let Some(target) = state
+        .receipts
+        .resolve_or_park(kind.as_str(), &receipt)
+        .await?
+    else {
         tracing::debug!(provider_id = %receipt.provider_message_id, "receipt parked until its send is recorded");
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(());
     };
     let event = Envelope::Status(receipt.into_event(target));
     if let Err(e) = state.broker.publish(&event).await {
         tracing::warn!(error = %e, "could not publish a receipt");
         return Err(ApiError::Unavailable("The message broker is unavailable."));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
-/// `POST /callbacks/simulator/inbound`: a user wrote to one of our numbers
-/// or ids. It goes, as an `inbound-message` webhook, to the application
-/// that last wrote to that user from that address (recorded by the
-/// sender); a message from a user nobody wrote to has no application and
-/// is dropped (204, logged).
-pub async fn simulator_inbound(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<StatusCode> {
-    verify(&state, &headers, &body)?;
-    let inbound: wire::Inbound = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::MalformedJson(format!("not a simulator inbound message: {e}")))?;
-    let channel = inbound.channel.as_str();
-    let conversation: Option<String> = redis::AsyncCommands::get(
-        &mut state.redis(),
-        state.keys.conversation(channel, &inbound.to, &inbound.from),
+/// Opens the reply window, then hands the message to its application: the
+/// owner of the provider record it came through when that is an
+/// application; else the application that last wrote to this user from
+/// this address (within the same account, when the record is an
+/// account's); else nobody (204, logged).
+/// `KEYS` window, conversation; `ARGV` the message's time, when its window
+/// closes (ms). Moves the window forward (never back: messages can arrive
+/// out of order) and returns the conversation.
+static OPEN_WINDOW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(current) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+end
+return redis.call('GET', KEYS[2])
+",
     )
-    .await?;
-    let Some((account, app)) = conversation.as_deref().and_then(|c| c.split_once(' ')) else {
+});
+
+async fn inbound_event(state: &AppState, owner: Option<&Owner>, inbound: Inbound) -> ApiResult<()> {
+    let channel = inbound.channel.as_str();
+    let mut conn = state.redis();
+    let last: Option<String> = OPEN_WINDOW
+        .key(state.keys.window(channel, &inbound.to, &inbound.from))
+        .key(state.keys.conversation(channel, &inbound.to, &inbound.from))
+        .arg(inbound.timestamp_ms)
+        .arg(inbound.timestamp_ms.saturating_add(REPLY_WINDOW_MS as i64))
+        .invoke_async(&mut conn)
+        .await?;
+    let from_conversation = last.as_deref().and_then(|c| {
+        let (account, app) = c.split_once(' ')?;
+        Some(Owner {
+            account: account.to_owned(),
+            application_id: Uuid::parse_str(app).ok(),
+        })
+    });
+    let to = match (owner, from_conversation) {
+        (Some(owner), _) if owner.application_id.is_some() => Some(owner.clone()),
+        (Some(owner), Some(c)) if c.account == owner.account => Some(c),
+        (Some(owner), _) => Some(owner.clone()),
+        (None, c) => c,
+    };
+    let Some(to) = to else {
         tracing::info!(%channel, "inbound message from a user nobody wrote to: dropped");
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(());
     };
     let address = |value: &str| match inbound.channel {
-        dispatch_model::Channel::Messenger => json!({"type": channel, "id": value}),
+        Channel::Messenger => json!({"type": channel, "id": value}),
         _ => json!({"type": channel, "number": value}),
     };
     let message_uuid = Uuid::new_v4();
     let job = WebhookJob {
-        webhook_id: format!("inbound:{}", inbound.message_id),
+        webhook_id: format!("inbound:{}", inbound.provider_message_id),
         kind: WebhookKind::InboundMessage,
-        account: account.to_owned(),
-        application_id: Uuid::parse_str(app).ok(),
+        account: to.account.clone(),
+        application_id: to.application_id,
         workflow_id: message_uuid,
         event_at_ms: inbound.timestamp_ms,
         body: json!({
@@ -113,5 +329,5 @@ pub async fn simulator_inbound(
         tracing::warn!(error = %e, "could not publish an inbound message");
         return Err(ApiError::Unavailable("The message broker is unavailable."));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

@@ -2,4 +2,5 @@ pub mod accept;
 pub mod callbacks;
 pub mod health;
 pub mod lookup;
+pub mod providers;
 pub mod webhooks;
