@@ -11,5 +11,6 @@ mod auth;
 mod callbacks;
 mod isolation;
 mod outage;
+mod providers;
 mod service;
 mod validation;

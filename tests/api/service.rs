@@ -38,6 +38,15 @@ async fn openapi_describes_every_route() {
         ),
         ("/callbacks/simulator", &["post"]),
         ("/callbacks/simulator/inbound", &["post"]),
+        ("/callbacks/{kind}/{route}", &["get", "post"]),
+        ("/callbacks/{kind}/{route}/{hook}", &["post"]),
+        ("/v0.1/providers", &["get"]),
+        ("/v0.1/providers/{channel}", &["put", "delete"]),
+        ("/v2/applications/{id}/providers", &["get"]),
+        (
+            "/v2/applications/{id}/providers/{channel}",
+            &["put", "delete"],
+        ),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
     ] {

@@ -3,6 +3,7 @@
 //! Each case asserts the sends the simulator saw and the final state.
 
 mod lifecycle;
+mod providers;
 mod system;
 mod webhooks;
 

@@ -185,9 +185,10 @@ async fn webhooks_are_signed_and_shaped_as_the_specs_say() {
         .iter()
         .find(|b| b["status"] == "delivered")
         .expect("delivered");
+    // The simulator's price, with the segments the sender counted.
     assert_eq!(
         delivered["usage"],
-        json!({"currency": "EUR", "price": "0.0333"})
+        json!({"currency": "EUR", "price": "0.0333", "encoding": "gsm7", "segments": 1})
     );
 
     let report = all

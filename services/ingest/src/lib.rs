@@ -143,6 +143,7 @@ pub async fn spawn_with(
             "the provider simulator is a configured provider, or its development secret is in use: not for production"
         );
     }
+    config.warn_dev_credentials_key();
     let credentials_key = dispatch_infra::crypto::CredentialsKey::parse(&config.credentials_key)
         .map_err(|e| anyhow::anyhow!("credentials_key: {e}"))?;
     let state = AppState {

@@ -74,13 +74,11 @@ impl Behaviour {
 
     /// The usage reported with `delivered` on `channel`.
     pub fn usage(&self, channel: Channel) -> Usage {
-        Usage {
-            currency: "EUR".into(),
-            price: self
-                .price
+        Usage::eur(
+            self.price
                 .clone()
                 .unwrap_or_else(|| price(channel).to_owned()),
-        }
+        )
     }
 }
 

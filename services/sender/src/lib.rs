@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_infra::broker::Broker;
-use dispatch_infra::config::ProviderSettings;
+use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::crypto::CredentialsKey;
 use dispatch_infra::providers::{ProviderStore, callback_url};
@@ -39,12 +39,12 @@ use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
 use dispatch_model::Channel;
 use dispatch_model::envelope::{Envelope, SendCommand, StatusEvent};
-use dispatch_model::record::{MessageError, MessageStatus, now_ms};
+use dispatch_model::record::{MessageError, MessageStatus, Usage, now_ms};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError};
+use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError, rules};
 
 /// The longest a `Retry-After` may hold a message.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -212,7 +212,7 @@ impl Sender {
 
         if let Some(raw) = sent {
             match serde_json::from_str::<Sent>(&raw) {
-                Ok(sent) => return self.report_again(target, sent).await,
+                Ok(sent) => return self.report_again(target, sent, command).await,
                 Err(e) => tracing::warn!(error = %e, "unreadable send record; sending"),
             }
         }
@@ -230,7 +230,12 @@ impl Sender {
     }
 
     /// A redelivered command for a message whose outcome is recorded.
-    async fn report_again(&self, target: MessageRef, sent: Sent) -> Result<(), HandleError> {
+    async fn report_again(
+        &self,
+        target: MessageRef,
+        sent: Sent,
+        command: &SendCommand,
+    ) -> Result<(), HandleError> {
         match sent {
             Sent::Accepted {
                 provider,
@@ -241,14 +246,14 @@ impl Sender {
                     .receipts
                     .parked(&provider, &provider_message_id)
                     .await?;
-                self.report_submitted(target, provider_message_id.clone())
+                self.report_submitted(target, provider_message_id.clone(), command)
                     .await?;
                 self.publish_parked(target, &provider, &provider_message_id, parked)
                     .await
             }
             Sent::Rejected { error } => {
                 tracing::info!("already rejected; reporting it again");
-                self.report(target, MessageStatus::Rejected, None, Some(error))
+                self.report(target, MessageStatus::Rejected, None, Some(error), None)
                     .await
             }
         }
@@ -263,6 +268,15 @@ impl Sender {
         lock: &Lock,
     ) -> Result<(), HandleError> {
         let provider = self.providers.get(settings.kind);
+        if let Some(error) = self.breaks_a_rule(command, &settings).await? {
+            metrics::counter!(
+                "dispatch_rule_rejections_total",
+                "channel" => command.channel.as_str(),
+                "code" => error.code.to_string(),
+            )
+            .increment(1);
+            return self.reject(target, error).await;
+        }
         let status_callback = callback_url(&self.callback_base, &settings);
         let mut attempt = 1;
         let outcome = loop {
@@ -344,7 +358,10 @@ impl Sender {
                         self.conversation(command),
                     )
                     .await?;
-                self.report_submitted(target, provider_message_id.clone())
+                if command.channel == Channel::Messenger {
+                    self.record_last_sent(command, &provider_message_id).await?;
+                }
+                self.report_submitted(target, provider_message_id.clone(), command)
                     .await?;
                 self.publish_parked(target, provider.name(), &provider_message_id, parked)
                     .await
@@ -359,6 +376,41 @@ impl Sender {
                 self.reject(target, error).await
             }
         }
+    }
+
+    /// The channel rule this send breaks, checked before any provider
+    /// call so that a failover workflow moves on at once: a template whose
+    /// known body takes another number of parameters (1022), or a
+    /// free-form WhatsApp message or untagged Messenger message to a user
+    /// who has not written to this address within 24 hours (1340). The
+    /// simulator is exempt from the windows: it stands in for providers in
+    /// demos and load tests, where no user ever writes first.
+    async fn breaks_a_rule(
+        &self,
+        command: &SendCommand,
+        settings: &ProviderSettings,
+    ) -> Result<Option<MessageError>, HandleError> {
+        let template = command
+            .message
+            .message
+            .as_ref()
+            .and_then(|m| m.content.as_ref())
+            .and_then(|c| c.template.as_ref());
+        if let Some(template) = template
+            && let Err(error) = rules::check_template(settings, template)
+        {
+            return Ok(Some(error));
+        }
+        if settings.kind == ProviderKind::Simulator
+            || !rules::needs_window(command.channel, &command.message)
+        {
+            return Ok(None);
+        }
+        let ours = dispatch_providers::address(&command.message.from);
+        let theirs = dispatch_providers::address(&command.message.to);
+        let key = self.keys.window(command.channel.as_str(), &ours, &theirs);
+        let open: bool = redis::AsyncCommands::exists(&mut self.redis.clone(), key).await?;
+        Ok((!open).then(|| rules::outside_window(command.channel)))
     }
 
     /// Who wrote from our address to the user's, so that their answers go
@@ -377,6 +429,58 @@ impl Sender {
             .application_id
             .map_or_else(|| "-".to_owned(), |a| a.to_string());
         Some((key, format!("{} {app}", command.account)))
+    }
+
+    /// What the message costs by `prices`, for providers that report no
+    /// price: per segment for SMS (text only), whose encoding and segments
+    /// are counted here.
+    fn estimate(&self, command: &SendCommand) -> Usage {
+        let unit = self
+            .config
+            .prices
+            .get(&command.channel)
+            .cloned()
+            .unwrap_or_else(|| "0".into());
+        if command.channel != Channel::Sms {
+            return Usage::eur(unit);
+        }
+        let text = command
+            .message
+            .message
+            .as_ref()
+            .and_then(|m| m.content.as_ref())
+            .and_then(|c| c.text.as_deref())
+            .unwrap_or_default();
+        let parts = rules::sms_parts(text);
+        let prices = vec![Usage::eur(unit); parts.segments as usize];
+        Usage {
+            encoding: Some(parts.encoding.as_str().to_owned()),
+            segments: Some(parts.segments),
+            ..Usage::total(&prices)
+        }
+    }
+
+    /// Messenger's read receipts name no message, only a time: "read up to
+    /// here". The last message to each user is remembered so that such a
+    /// receipt can be matched to it.
+    async fn record_last_sent(
+        &self,
+        command: &SendCommand,
+        provider_message_id: &str,
+    ) -> Result<(), HandleError> {
+        let ours = dispatch_providers::address(&command.message.from);
+        let theirs = dispatch_providers::address(&command.message.to);
+        redis::cmd("SET")
+            .arg(
+                self.keys
+                    .last_sent(command.channel.as_str(), &ours, &theirs),
+            )
+            .arg(format!("{provider_message_id} {}", now_ms()))
+            .arg("EX")
+            .arg(self.config.record_ttl_secs)
+            .exec_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
     }
 
     /// Publishes receipts that came before the send was recorded, then
@@ -410,7 +514,7 @@ impl Sender {
         self.receipts
             .record_rejected(target.message_uuid, &error)
             .await?;
-        self.report(target, MessageStatus::Rejected, None, Some(error))
+        self.report(target, MessageStatus::Rejected, None, Some(error), None)
             .await
     }
 
@@ -428,13 +532,22 @@ impl Sender {
         configured.unwrap_or_else(|| self.config.default_provider(command.channel))
     }
 
+    /// Reports the provider's acceptance, with the estimated usage.
     async fn report_submitted(
         &self,
         target: MessageRef,
         provider_id: String,
+        command: &SendCommand,
     ) -> Result<(), HandleError> {
-        self.report(target, MessageStatus::Submitted, Some(provider_id), None)
-            .await
+        let estimate = self.estimate(command);
+        self.report(
+            target,
+            MessageStatus::Submitted,
+            Some(provider_id),
+            None,
+            Some(estimate),
+        )
+        .await
     }
 
     async fn report(
@@ -443,6 +556,7 @@ impl Sender {
         status: MessageStatus,
         provider_message_id: Option<String>,
         error: Option<MessageError>,
+        usage: Option<Usage>,
     ) -> Result<(), HandleError> {
         let event = StatusEvent {
             workflow_id: target.workflow_id,
@@ -451,7 +565,7 @@ impl Sender {
             at_ms: now_ms(),
             provider_message_id,
             error,
-            usage: None,
+            usage,
         };
         self.broker.publish(&Envelope::Status(event)).await?;
         Ok(())

@@ -109,8 +109,17 @@ fn on_status(
     if event.status.is_failure() && event.error.is_some() {
         step.error = event.error.clone();
     }
-    if let Some(usage) = &event.usage {
-        step.usage = Some(usage.clone());
+    match event.status {
+        // The sender's estimate: kept for a `delivered` without a price.
+        MessageStatus::Submitted => step.estimate = event.usage.clone(),
+        MessageStatus::Delivered => {
+            step.usage = Usage::completed_by(event.usage.as_ref(), step.estimate.as_ref());
+        }
+        _ => {
+            if let Some(usage) = &event.usage {
+                step.usage = Some(usage.clone());
+            }
+        }
     }
     effects.push(publish(message_status_webhook(rec, i, event, ctx)));
 
@@ -262,7 +271,12 @@ fn message_status_webhook(
     if let Some(error) = event.error.as_ref().filter(|_| event.status.is_failure()) {
         body["error"] = json!(error);
     }
-    if let Some(usage) = &event.usage {
+    let usage = match event.status {
+        MessageStatus::Submitted => None,
+        MessageStatus::Delivered => step.usage.as_ref(),
+        _ => event.usage.as_ref(),
+    };
+    if let Some(usage) = usage {
         body["usage"] = json!(usage);
     }
     if let Some(client_ref) = &message.client_ref {

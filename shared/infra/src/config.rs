@@ -497,6 +497,16 @@ impl Config {
             || self.simulator_secret == DEV_SIMULATOR_SECRET
     }
 
+    /// Warns when provider credentials would be encrypted with the
+    /// development key.
+    pub fn warn_dev_credentials_key(&self) {
+        if self.credentials_key == DEV_CREDENTIALS_KEY {
+            tracing::warn!(
+                "credentials_key is the development key; set DISPATCH_CREDENTIALS_KEY (`openssl rand -base64 32`) before storing real provider credentials"
+            );
+        }
+    }
+
     /// The base of the provider callback URLs, without a trailing slash.
     pub fn callback_base(&self) -> String {
         match &self.callback_url {

@@ -165,3 +165,29 @@ pub static VIBER: ChannelRules = ChannelRules {
     from: AddressKind::Id,
     reports_read: true,
 };
+
+/// Numbering prefixes of the places the WhatsApp Business Solution may not
+/// send to or receive from (the provider's guide: Crimea, Cuba, Iran, North
+/// Korea and Syria), by country calling code and, for Crimea, the area
+/// codes in use there under both the Ukrainian (+380 65, +380 692) and the
+/// Russian (+7 365, +7 869, and the +7 978 mobile range) numbering plans.
+pub const WHATSAPP_REFUSED_PREFIXES: &[(&str, &str)] = &[
+    ("53", "Cuba"),
+    ("98", "Iran"),
+    ("850", "North Korea"),
+    ("963", "Syria"),
+    ("38065", "Crimea"),
+    ("380692", "Crimea"),
+    ("7365", "Crimea"),
+    ("7869", "Crimea"),
+    ("7978", "Crimea"),
+];
+
+/// Where an E.164 number (digits, no `+`) is, when WhatsApp may not be used
+/// with it.
+pub fn whatsapp_refused(number: &str) -> Option<&'static str> {
+    WHATSAPP_REFUSED_PREFIXES
+        .iter()
+        .find(|(prefix, _)| number.starts_with(prefix))
+        .map(|(_, place)| *place)
+}

@@ -62,16 +62,45 @@ pub struct MessageError {
     pub reason: String,
 }
 
-/// What a message cost, as the provider reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a message cost, as the provider reported it, or as estimated
+/// from `prices` when it reports nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// ISO 4217; always `EUR` in the specs.
     pub currency: String,
     /// A decimal number as a string, `"0.0333"`.
     pub price: String,
+    /// SMS only: `gsm7` or `ucs2`, how the text was encoded on the air.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// SMS only: how many messages the text took on the air.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<u32>,
 }
 
 impl Usage {
+    /// A price in EUR.
+    pub fn eur(price: impl Into<String>) -> Self {
+        Usage {
+            currency: "EUR".into(),
+            price: price.into(),
+            ..Usage::default()
+        }
+    }
+
+    /// The provider's report completed by our estimate: its price when it
+    /// gave one, and the encoding and segments we counted when it did not.
+    pub fn completed_by(reported: Option<&Usage>, estimate: Option<&Usage>) -> Option<Usage> {
+        match (reported, estimate) {
+            (Some(r), Some(e)) => Some(Usage {
+                encoding: r.encoding.clone().or_else(|| e.encoding.clone()),
+                segments: r.segments.or(e.segments),
+                ..r.clone()
+            }),
+            (r, e) => r.or(e).cloned(),
+        }
+    }
+
     /// The sum of `prices` in EUR, exact to nine decimals; unparsable
     /// prices count as zero. Formatted with at least two decimals
     /// (`"0.00"`, `"0.0666"`), as the specs' examples are.
@@ -97,10 +126,7 @@ impl Usage {
         while frac.len() > 2 && frac.ends_with('0') {
             frac.pop();
         }
-        Usage {
-            currency: "EUR".into(),
-            price: format!("{int}.{frac}"),
-        }
+        Usage::eur(format!("{int}.{frac}"))
     }
 }
 
@@ -162,6 +188,7 @@ impl WorkflowRecord {
                 provider_message_id: None,
                 error: None,
                 usage: None,
+                estimate: None,
             })
             .collect();
         Self {
@@ -215,6 +242,10 @@ pub struct StepState {
     pub error: Option<MessageError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What the sender estimated at submission (prices, SMS segments):
+    /// the usage of a `delivered` whose provider reports no price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Usage>,
 }
 
 impl StepState {
@@ -259,10 +290,7 @@ mod tests {
 
     #[test]
     fn usage_adds_up_exactly() {
-        let u = |p: &str| Usage {
-            currency: "EUR".into(),
-            price: p.into(),
-        };
+        let u = Usage::eur;
         assert_eq!(Usage::total(&[]).price, "0.00");
         assert_eq!(Usage::total(&[u("0.0333"), u("0.0333")]).price, "0.0666");
         assert_eq!(Usage::total(&[u("0.1"), u("0.2")]).price, "0.30");

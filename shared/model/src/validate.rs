@@ -189,6 +189,19 @@ fn check_message(m: &OutboundMessage, api: Api, p: &str, errs: &mut Errors<'_>) 
         if let Some(from) = &m.from {
             check_address(from, rules.from, &format!("{p}from"), errs);
         }
+        if channel == Channel::Whatsapp {
+            for (side, address) in [("to", &m.to), ("from", &m.from)] {
+                let number = address.as_ref().and_then(|a| a.number.as_deref());
+                if let Some(place) = number.and_then(crate::channel::whatsapp_refused) {
+                    errs.add(
+                        format!("{p}{side}.number"),
+                        format!(
+                            "is in {place}: WhatsApp may not be used to send messages to or receive messages from Crimea, Cuba, Iran, North Korea or Syria"
+                        ),
+                    );
+                }
+            }
+        }
     }
     match &m.message {
         None => errs.add(format!("{p}message"), "is required"),

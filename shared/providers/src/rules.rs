@@ -34,10 +34,10 @@ fn placeholders(body: &str) -> (usize, bool) {
     while let Some(start) = rest.find("{{") {
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else { break };
-        if let Ok(n) = after[..end].trim().parse::<usize>() {
-            if n > 0 {
-                seen.push(n);
-            }
+        if let Ok(n) = after[..end].trim().parse::<usize>()
+            && n > 0
+        {
+            seen.push(n);
         }
         rest = &after[end + 2..];
     }

@@ -129,10 +129,7 @@ impl Run {
                 code: 1330,
                 reason: "Unknown".into(),
             }),
-            usage: (status == MessageStatus::Delivered).then(|| Usage {
-                currency: "EUR".into(),
-                price: "0.0333".into(),
-            }),
+            usage: (status == MessageStatus::Delivered).then(|| Usage::eur("0.0333")),
         }
     }
 
@@ -519,4 +516,52 @@ fn webhooks_have_the_spec_shape() {
             run.rec.steps[0].message_uuid
         )
     );
+}
+
+/// The sender's estimate comes with `submitted` and completes a
+/// `delivered` that carries no price (or no SMS segments); it is never
+/// shown on `submitted`, and never counted for a message not delivered.
+#[test]
+fn the_estimate_completes_a_delivered_without_a_price() {
+    let estimate = Usage {
+        encoding: Some("ucs2".into()),
+        segments: Some(2),
+        ..Usage::eur("0.0666")
+    };
+    let mut run = Run::started(dispatch(
+        &[Channel::Sms, Channel::Sms],
+        ConditionStatus::Delivered,
+    ));
+    let mut submitted = run.status_event(0, MessageStatus::Submitted);
+    submitted.usage = Some(estimate.clone());
+    assert!(run.apply(Event::Status(&submitted)));
+    let mut delivered = run.status_event(0, MessageStatus::Delivered);
+    delivered.usage = None;
+    assert!(run.apply(Event::Status(&delivered)));
+    assert_eq!(run.rec.steps[0].usage.as_ref(), Some(&estimate));
+    let bodies = run.webhooks(WebhookKind::MessageStatus);
+    assert!(bodies[0].get("usage").is_none(), "not on submitted");
+    assert_eq!(bodies[1]["usage"], serde_json::json!(estimate));
+    assert_eq!(run.final_reports()[0]["usage"]["price"], "0.0666");
+
+    // The provider's price wins; the segments we counted stay.
+    let mut run = Run::started(single_message());
+    let mut submitted = run.status_event(0, MessageStatus::Submitted);
+    submitted.usage = Some(estimate.clone());
+    assert!(run.apply(Event::Status(&submitted)));
+    assert!(run.status(0, MessageStatus::Delivered));
+    let usage = run.rec.steps[0].usage.clone().expect("usage");
+    assert_eq!((usage.price.as_str(), usage.segments), ("0.0333", Some(2)));
+
+    // Not delivered: no usage.
+    let mut run = Run::started(single_message());
+    assert!(run.apply(Event::Status(&submitted_with(&run, &estimate))));
+    assert!(run.status(0, MessageStatus::Undeliverable));
+    assert!(run.rec.steps[0].usage.is_none());
+}
+
+fn submitted_with(run: &Run, usage: &Usage) -> StatusEvent {
+    let mut event = run.status_event(0, MessageStatus::Submitted);
+    event.usage = Some(usage.clone());
+    event
 }

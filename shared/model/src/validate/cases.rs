@@ -110,6 +110,56 @@ pub fn message_cases() -> Vec<(&'static str, Value, Option<&'static str>)> {
             Some("from.type"),
         ),
         (
+            "whatsapp to Cuba",
+            set(whatsapp(), "/to/number", json!("5352123456")),
+            Some("to.number"),
+        ),
+        (
+            "whatsapp to Iran",
+            set(whatsapp(), "/to/number", json!("989121234567")),
+            Some("to.number"),
+        ),
+        (
+            "whatsapp to North Korea",
+            set(whatsapp(), "/to/number", json!("85021234567")),
+            Some("to.number"),
+        ),
+        (
+            "whatsapp to Syria",
+            set(whatsapp(), "/to/number", json!("963912345678")),
+            Some("to.number"),
+        ),
+        (
+            "whatsapp to Crimea (Russian numbering)",
+            set(whatsapp(), "/to/number", json!("79781234567")),
+            Some("to.number"),
+        ),
+        (
+            "whatsapp to Crimea (Ukrainian numbering)",
+            set(whatsapp(), "/to/number", json!("380652123456")),
+            Some("to.number"),
+        ),
+        (
+            "whatsapp from Syria",
+            set(whatsapp(), "/from/number", json!("963912345678")),
+            Some("from.number"),
+        ),
+        (
+            "sms to Cuba is allowed",
+            set(sms(), "/to/number", json!("5352123456")),
+            None,
+        ),
+        (
+            "whatsapp to Kyiv is allowed",
+            set(whatsapp(), "/to/number", json!("380441234567")),
+            None,
+        ),
+        (
+            "whatsapp to Moscow is allowed",
+            set(whatsapp(), "/to/number", json!("74951234567")),
+            None,
+        ),
+        (
             "sms needs to.number",
             set(sms(), "/to/number", Value::Null),
             Some("to.number"),

@@ -1,0 +1,149 @@
+//! `/v0.1/providers` and `/v2/applications/{id}/providers`: provider
+//! settings per account and application, stored encrypted, never shown.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, assert_problem, invalid_names, send};
+
+fn twilio() -> Value {
+    json!({
+        "kind": "twilio",
+        "credentials": {"account_sid": "AC0123456789abcdef0123456789abcdef", "auth_token": "tw-s3cret-t0ken"},
+        "templates": {"acme:verify": "{{1}} is your code"},
+    })
+}
+
+#[tokio::test]
+async fn credentials_are_stored_encrypted_and_never_answered() {
+    let app = TestApp::spawn().await;
+    let account = app.account.clone();
+    let put = |path: &str, body: &Value| {
+        app.client
+            .put(format!("{}{path}", app.url))
+            .basic_auth(&account.api_key, Some(&account.api_secret))
+            .json(body)
+    };
+
+    let (status, shown) = send(put("/v0.1/providers/sms", &twilio())).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["channel"], "sms");
+    assert_eq!(shown["kind"], "twilio");
+    assert_eq!(shown["credentials"], json!(["account_sid", "auth_token"]));
+    assert_eq!(
+        shown["templates"],
+        json!({"acme:verify": "{{1}} is your code"})
+    );
+    let callback = shown["callback_url"].as_str().expect("callback_url");
+    assert!(
+        callback.starts_with(&format!("{}/callbacks/twilio/", app.url)),
+        "{callback}"
+    );
+    assert!(!shown.to_string().contains("tw-s3cret-t0ken"));
+
+    // At rest: sealed, and not readable without the key.
+    let raw: String = redis::AsyncCommands::hget(
+        &mut app.state.redis(),
+        app.state.keys.providers(&account.api_key),
+        "sms",
+    )
+    .await
+    .expect("HGET");
+    assert!(raw.starts_with("v1."), "{raw}");
+    assert!(!raw.contains("tw-s3cret-t0ken") && !raw.contains("account_sid"));
+
+    // Listing shows names only; replacing keeps the callback URL.
+    let (status, list) = send(app.get("/v0.1/providers", &account)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert!(!list.to_string().contains("tw-s3cret-t0ken"));
+    let (_, again) = send(put("/v0.1/providers/sms", &twilio())).await;
+    assert_eq!(again["callback_url"], shown["callback_url"]);
+
+    // Application scope: its own record, and another account cannot see it.
+    let (status, created) = send(app.post("/v2/applications", &account).json(&json!({
+        "name": "a", "capabilities": {"messages": {"webhooks": {}}}
+    })))
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let path = format!("/v2/applications/{id}/providers/whatsapp");
+    let meta = json!({"kind": "meta", "credentials": {
+        "access_token": "EAAG-token", "phone_number_id": "1234", "app_secret": "app-s3cret", "verify_token": "v"}});
+    let (status, shown) = send(put(&path, &meta)).await;
+    assert_eq!(status, 200, "{shown}");
+    assert!(
+        shown["callback_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("/callbacks/meta/"))
+    );
+    let other = app.create_account().await;
+    let (status, problem) = send(
+        app.client
+            .put(format!("{}{path}", app.url))
+            .basic_auth(&other.api_key, Some(&other.api_secret))
+            .json(&meta),
+    )
+    .await;
+    assert_problem(status, &problem, 404);
+    let (status, list) = send(app.get(&format!("/v2/applications/{id}/providers"), &account)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list[0]["kind"], "meta");
+
+    let delete = |path: &str| {
+        app.client
+            .delete(format!("{}{path}", app.url))
+            .basic_auth(&account.api_key, Some(&account.api_secret))
+    };
+    assert_eq!(send(delete("/v0.1/providers/sms")).await.0, 204);
+    let (status, problem) = send(delete("/v0.1/providers/sms")).await;
+    assert_problem(status, &problem, 404);
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let account = app.account.clone();
+    let put = |path: &str, body: Value| {
+        app.client
+            .put(format!("{}{path}", app.url))
+            .basic_auth(&account.api_key, Some(&account.api_secret))
+            .json(&body)
+    };
+    // A credential missing, a channel the provider does not serve.
+    let (status, problem) = send(put(
+        "/v0.1/providers/sms",
+        json!({"kind": "twilio", "credentials": {"account_sid": "AC1"}}),
+    ))
+    .await;
+    assert_problem(status, &problem, 400);
+    assert_eq!(invalid_names(&problem), ["credentials"]);
+    let (status, problem) = send(put("/v0.1/providers/messenger", twilio())).await;
+    assert_problem(status, &problem, 400);
+    // Unknown kind or field, bad URL, unknown channel.
+    let (status, problem) = send(put("/v0.1/providers/sms", json!({"kind": "telegraph"}))).await;
+    assert_problem(status, &problem, 400);
+    let (status, problem) = send(put(
+        "/v0.1/providers/sms",
+        json!({"kind": "twilio", "password": "x"}),
+    ))
+    .await;
+    assert_problem(status, &problem, 400);
+    let mut bad_url = twilio();
+    bad_url["url"] = json!("ftp://example.com");
+    let (status, problem) = send(put("/v0.1/providers/sms", bad_url)).await;
+    assert_problem(status, &problem, 400);
+    let (status, problem) = send(put("/v0.1/providers/fax", twilio())).await;
+    assert_problem(status, &problem, 404);
+    // No credentials, wrong credentials.
+    let (status, problem) = send(
+        app.client
+            .put(format!("{}/v0.1/providers/sms", app.url))
+            .json(&twilio()),
+    )
+    .await;
+    assert_problem(status, &problem, 401);
+
+    let (status, list) = send(app.get("/v0.1/providers", &account)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list, json!([]), "nothing was stored");
+}
