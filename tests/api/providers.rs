@@ -147,3 +147,82 @@ async fn bad_settings_are_refused_and_change_nothing() {
     assert_eq!(status, 200);
     assert_eq!(list, json!([]), "nothing was stored");
 }
+
+/// Twilio's `X-Twilio-Signature` for a form POST to `url`.
+fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    use base64::Engine as _;
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut data = url.to_owned();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        token.as_bytes(),
+    );
+    base64::engine::general_purpose::STANDARD.encode(aws_lc_rs::hmac::sign(&key, data.as_bytes()))
+}
+
+#[tokio::test]
+async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let account = app.account.clone();
+    let (status, shown) = send(
+        app.client
+            .put(format!("{}/v0.1/providers/sms", app.url))
+            .basic_auth(&account.api_key, Some(&account.api_secret))
+            .json(&twilio()),
+    )
+    .await;
+    assert_eq!(status, 200, "{shown}");
+    let url = shown["callback_url"].as_str().expect("callback_url");
+    let params = [
+        ("MessageSid", "SM0000000000000000000000000000fast"),
+        ("MessageStatus", "delivered"),
+    ];
+    let body = serde_urlencoded::to_string(params).expect("form");
+    let post = |signature: String| {
+        app.client
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(body.clone())
+    };
+
+    // Signed with another token: refused, nothing kept.
+    let (status, problem) = send(post(twilio_signature("not-the-token", url, &params))).await;
+    assert_problem(status, &problem, 401);
+    let parked = app
+        .state
+        .receipts
+        .parked("twilio", params[0].1)
+        .await
+        .expect("parked");
+    assert_eq!(parked.count, 0);
+
+    // Signed with the record's token: kept until the send is recorded…
+    let response = post(twilio_signature("tw-s3cret-t0ken", url, &params))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 204);
+    // …and handed to the sender when it records the provider's id.
+    let target = dispatch_infra::receipts::MessageRef {
+        workflow_id: uuid::Uuid::new_v4(),
+        message_uuid: uuid::Uuid::new_v4(),
+    };
+    let parked = app
+        .state
+        .receipts
+        .record_sent("twilio", params[0].1, target, None)
+        .await
+        .expect("record");
+    assert_eq!(parked.count, 1);
+    assert_eq!(
+        parked.receipts[0].status,
+        dispatch_model::record::MessageStatus::Delivered
+    );
+}

@@ -244,3 +244,51 @@ async fn forged_provider_callbacks_are_refused_and_change_nothing() {
     let report = sys.final_report(id).await;
     assert_eq!(link(&report, 0)["status"], "rejected", "{report}");
 }
+
+#[tokio::test]
+async fn a_users_message_through_an_applications_record_goes_to_that_application() {
+    let sys = System::start().await;
+    let (app, _) = sys.application("http://127.0.0.1:9/status").await;
+    let sim = &sys.config.simulator_url;
+    let secret = &sys.config.simulator_secret;
+    let record: Value = sys
+        .client()
+        .put(format!(
+            "{}/v2/applications/{app}/providers/whatsapp",
+            sys.url
+        ))
+        .basic_auth(&sys.api_key, Some(&sys.api_secret))
+        .json(
+            &json!({"kind": "meta", "url": format!("{sim}/meta"), "credentials": {
+            "access_token": secret, "phone_number_id": PHONE_NUMBER_ID,
+            "app_secret": secret, "verify_token": "v"}}),
+        )
+        .send()
+        .await
+        .expect("PUT")
+        .json()
+        .await
+        .expect("JSON");
+    let callback = record["callback_url"].as_str().expect("callback_url");
+    // Nobody ever wrote to this user: the record's owner decides.
+    user_writes(&sys, "447700340000", callback).await;
+    let job = sys
+        .eventually(Duration::from_secs(5), || {
+            sys.webhooks()
+                .into_iter()
+                .find(|j| j.kind == dispatch_model::envelope::WebhookKind::InboundMessage)
+        })
+        .await
+        .expect("an inbound-message webhook");
+    assert_eq!(job.application_id.map(|a| a.to_string()), Some(app));
+    assert_eq!(job.account, sys.api_key);
+    assert_eq!(
+        job.body["from"],
+        json!({"type": "whatsapp", "number": "447700340000"})
+    );
+    assert_eq!(job.body["to"], json!({"type": "whatsapp", "number": OURS}));
+    assert_eq!(
+        job.body["message"]["content"],
+        json!({"type": "text", "text": "Hi"})
+    );
+}
