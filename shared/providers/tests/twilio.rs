@@ -4,145 +4,42 @@
 //! (captured by a small receiver here, then fed to the adapter as ingest
 //! would).
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
-use dispatch_infra::Config;
+use common::{
+    Captured, VERIFY_BODY, VERIFY_TEMPLATE as VERIFY, assert_unauthorized as unauthorized, number,
+    pairs, permanent, the_inbound, the_receipt,
+};
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_model::Channel;
 use dispatch_model::envelope::SendCommand;
 use dispatch_model::record::{MessageError, MessageStatus};
 use dispatch_provider_sim::wire::ProviderError;
-use dispatch_provider_sim::{Behaviour, Control, Delivery, RawRequest};
+use dispatch_provider_sim::{Behaviour, Delivery, RawRequest};
 use dispatch_providers::twilio::Twilio;
-use dispatch_providers::{
-    Accepted, CallbackError, CallbackEvent, CallbackOutcome, CallbackRequest, Inbound, Method,
-    Provider, ProviderRequest, SendError,
-};
+use dispatch_providers::{Accepted, CallbackEvent, CallbackOutcome, HeaderMap, SendError};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const ACCOUNT: &str = "AC00000000000000000000000000000001";
-const VERIFY: &str = "whatsapp:hsm:technology:nexmo:verify";
 const OURS: &str = "447700900100";
-const WAIT: Duration = Duration::from_secs(5);
 
-/// A request the receiver got: the URL it was called at, as the caller
-/// saw it, its headers and body.
-#[derive(Debug, Clone)]
-struct Captured {
-    url: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Captured {
-    fn params(&self) -> Vec<(String, String)> {
-        serde_urlencoded::from_bytes(&self.body).expect("a form body")
-    }
-
-    fn param(&self, name: &str) -> Option<String> {
-        self.params()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-    }
-}
-
-#[derive(Clone)]
-struct Receiver {
-    base: String,
-    got: Arc<Mutex<Vec<Captured>>>,
-}
-
-async fn capture(
-    State(receiver): State<Receiver>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    receiver.got.lock().expect("lock").push(Captured {
-        url: format!("{}{path}", receiver.base),
-        headers,
-        body,
-    });
-    StatusCode::NO_CONTENT
-}
-
-struct Harness {
-    sim: SocketAddr,
-    control: Control,
-    secret: String,
-    receiver: Receiver,
-    adapter: Twilio,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+type Harness = common::Harness<Twilio>;
 
 async fn start() -> Harness {
-    let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the receiver");
-    let receiver = Receiver {
-        base: format!("http://{}", listener.local_addr().expect("receiver addr")),
-        got: Arc::default(),
-    };
-    let app = axum::Router::new()
-        .fallback(capture)
-        .with_state(receiver.clone());
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-    });
-
-    let config = Config {
-        simulator_addr: "127.0.0.1:0".parse().expect("addr"),
-        simulator_delay_ms: 20,
-        ..Config::default()
-    };
-    let sim = dispatch_provider_sim::spawn(&config, shutdown.clone())
-        .await
-        .expect("spawn the simulator");
-    Harness {
-        sim: sim.addr,
-        control: sim.control,
-        secret: config.simulator_secret.clone(),
-        receiver,
-        adapter: Twilio::new(reqwest::Client::new()),
-        http: reqwest::Client::new(),
-        shutdown,
-    }
+    common::start(Twilio::new(reqwest::Client::new()), None).await
 }
 
 fn command(channel: Channel, to: &str, content: Value) -> SendCommand {
-    SendCommand {
-        workflow_id: uuid::Uuid::new_v4(),
-        message_uuid: uuid::Uuid::new_v4(),
+    common::send_command(
         channel,
-        account: "acct".into(),
-        application_id: None,
-        message: serde_json::from_value(json!({
-            "to": {"type": channel, "number": to},
-            "from": {"type": channel, "number": OURS},
-            "message": {"content": content}
-        }))
-        .expect("message"),
-    }
+        "acct",
+        number(channel, to),
+        number(channel, OURS),
+        json!({"content": content}),
+    )
 }
 
 fn text(t: &str) -> Value {
@@ -151,24 +48,13 @@ fn text(t: &str) -> Value {
 
 impl Harness {
     fn settings(&self) -> ProviderSettings {
-        ProviderSettings {
-            kind: ProviderKind::Twilio,
-            url: format!("http://{}/twilio", self.sim),
-            secret: String::new(),
-            credentials: [
-                ("account_sid".to_owned(), ACCOUNT.to_owned()),
-                ("auth_token".to_owned(), self.secret.clone()),
-            ]
-            .into_iter()
-            .collect(),
-            templates: [(
-                VERIFY.to_owned(),
-                "{{1}} code: {{2}}. Valid for {{3}} minutes.".to_owned(),
-            )]
-            .into_iter()
-            .collect(),
-            route: "test-route".into(),
-        }
+        common::provider_settings(
+            ProviderKind::Twilio,
+            format!("http://{}/twilio", self.sim),
+            &[("account_sid", ACCOUNT), ("auth_token", &self.secret)],
+            &[(VERIFY, VERIFY_BODY)],
+            "test-route",
+        )
     }
 
     fn status_callback(&self) -> String {
@@ -180,13 +66,7 @@ impl Harness {
         settings: &ProviderSettings,
         command: &SendCommand,
     ) -> Result<Accepted, SendError> {
-        let callback = self.status_callback();
-        self.adapter
-            .send(ProviderRequest {
-                command,
-                settings,
-                status_callback: &callback,
-            })
+        self.submit(settings, command, &self.status_callback())
             .await
     }
 
@@ -206,64 +86,17 @@ impl Harness {
 
     /// The requests that reached the Twilio fake.
     fn twilio_requests(&self) -> Vec<RawRequest> {
-        self.control
-            .requests()
+        self.requests()
             .into_iter()
             .filter(|r| r.path.starts_with("/twilio/"))
             .collect()
     }
 
-    fn last_request(&self) -> RawRequest {
-        self.twilio_requests().pop().expect("a request to the fake")
-    }
-
-    /// The callbacks captured so far that `keep` picks, once there are at
-    /// least `count` of them.
-    async fn callbacks(&self, count: usize, keep: impl Fn(&Captured) -> bool) -> Vec<Captured> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let got: Vec<Captured> = self
-                .receiver
-                .got
-                .lock()
-                .expect("lock")
-                .iter()
-                .filter(|c| keep(c))
-                .cloned()
-                .collect();
-            if got.len() >= count || tokio::time::Instant::now() > deadline {
-                assert!(got.len() >= count, "{count} callbacks expected: {got:?}");
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// The status callbacks about `sid`, once there are `count`.
     async fn receipts_of(&self, sid: &str, count: usize) -> Vec<Captured> {
-        self.callbacks(count, |c| c.param("MessageSid").as_deref() == Some(sid))
+        self.receiver
+            .at_least(count, |c| c.param("MessageSid").as_deref() == Some(sid))
             .await
-    }
-
-    fn feed(
-        &self,
-        settings: &ProviderSettings,
-        hook: &str,
-        url: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<CallbackOutcome, CallbackError> {
-        self.adapter.callback(
-            settings,
-            &CallbackRequest {
-                method: &Method::POST,
-                url,
-                hook,
-                query: url.split_once('?').map_or("", |(_, q)| q),
-                headers,
-                body,
-            },
-        )
     }
 
     fn events(&self, hook: &str, captured: &Captured) -> Vec<CallbackEvent> {
@@ -282,20 +115,6 @@ impl Harness {
 
 fn form(request: &RawRequest) -> Vec<(String, String)> {
     serde_urlencoded::from_str(&request.body).expect("a form body")
-}
-
-fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
-fn permanent(result: Result<Accepted, SendError>) -> MessageError {
-    match result {
-        Err(SendError::Permanent(e)) => e,
-        other => panic!("a permanent error expected: {other:?}"),
-    }
 }
 
 // --- requests ---------------------------------------------------------------
@@ -418,8 +237,7 @@ async fn whatsapp_sends_every_content_type() {
 }
 
 fn verify_template(parameters: &[&str]) -> Value {
-    let parameters: Vec<Value> = parameters.iter().map(|p| json!({"default": p})).collect();
-    json!({"type": "template", "template": {"name": VERIFY, "parameters": parameters}})
+    common::template(VERIFY, parameters)
 }
 
 #[tokio::test]
@@ -632,10 +450,7 @@ async fn unavailable_503_is_transient_then_accepted() {
 #[tokio::test]
 async fn unreachable_twilio_is_transient() {
     let h = start().await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let closed = common::closed_addr();
     let mut settings = h.settings();
     settings.url = format!("http://{closed}/twilio");
     let result = h
@@ -651,13 +466,6 @@ async fn unreachable_twilio_is_transient() {
 }
 
 // --- callbacks --------------------------------------------------------------
-
-fn receipt(events: &[CallbackEvent]) -> &dispatch_infra::receipts::Receipt {
-    match events {
-        [CallbackEvent::Receipt(r)] => r,
-        other => panic!("one receipt expected: {other:?}"),
-    }
-}
 
 fn status_param(c: &Captured) -> String {
     c.param("MessageStatus").unwrap_or_default()
@@ -685,13 +493,13 @@ async fn status_callbacks_sent_then_delivered() {
     }
     assert_eq!(h.events("", &got[0]), Vec::new(), "sent reports nothing");
     let events = h.events("", &got[1]);
-    let r = receipt(&events);
+    let r = the_receipt(&events);
     assert_eq!(r.provider_message_id, sid);
     assert_eq!(r.status, MessageStatus::Delivered);
     assert!(r.error.is_none() && r.usage.is_none());
     // The `status` hook reads the same.
     let events = h.events("status", &got[1]);
-    assert_eq!(receipt(&events).status, MessageStatus::Delivered);
+    assert_eq!(the_receipt(&events).status, MessageStatus::Delivered);
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.receipts_of(&sid, 2).await.len(), 2, "no read on SMS");
@@ -712,7 +520,7 @@ async fn whatsapp_read_receipt() {
     );
     assert_eq!(got[2].param("ChannelPrefix").as_deref(), Some("whatsapp"));
     let events = h.events("", &got[2]);
-    let r = receipt(&events);
+    let r = the_receipt(&events);
     assert_eq!(
         (r.status, r.provider_message_id.as_str()),
         (MessageStatus::Read, sid.as_str())
@@ -729,7 +537,7 @@ async fn undelivered_carries_the_mapped_error() {
     assert_eq!(status_param(&got[1]), "undelivered");
     assert_eq!(got[1].param("ErrorCode").as_deref(), Some("30008"));
     let events = h.events("", &got[1]);
-    let r = receipt(&events);
+    let r = the_receipt(&events);
     assert_eq!(r.status, MessageStatus::Undeliverable);
     assert_eq!(r.error.as_ref().map(|e| e.code), Some(1330));
 
@@ -750,28 +558,21 @@ async fn undelivered_carries_the_mapped_error() {
     let got = h.receipts_of(&sid, 2).await;
     assert_eq!(got[1].param("ErrorCode").as_deref(), Some("30003"));
     let events = h.events("", &got[1]);
-    assert_eq!(receipt(&events).error.as_ref().map(|e| e.code), Some(1180));
+    assert_eq!(
+        the_receipt(&events).error.as_ref().map(|e| e.code),
+        Some(1180)
+    );
 }
 
+/// Makes a user write to us through the fake, and returns the callback
+/// it posted.
 async fn inbound(h: &Harness, request: Value) -> Captured {
-    let answer = h
-        .http
-        .post(format!("http://{}/control/inbound", h.sim))
-        .bearer_auth(&h.secret)
-        .json(&request)
-        .send()
-        .await
-        .expect("control/inbound");
-    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
-    let got = h.callbacks(1, |c| c.url.ends_with("/inbound")).await;
+    h.inbound(request).await;
+    let got = h
+        .receiver
+        .at_least(1, |c| c.url.ends_with("/inbound"))
+        .await;
     got.last().cloned().expect("one inbound")
-}
-
-fn the_inbound(events: Vec<CallbackEvent>) -> Inbound {
-    match events.as_slice() {
-        [CallbackEvent::Inbound(i)] => i.clone(),
-        other => panic!("one inbound message expected: {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -840,66 +641,28 @@ async fn tampered_or_wrongly_signed_callbacks_are_unauthorized() {
     let got = h.receipts_of(&sid, 2).await;
     let delivered = &got[1];
     let settings = h.settings();
-    let unauthorized = |r: Result<CallbackOutcome, CallbackError>| {
-        assert!(matches!(r, Err(CallbackError::Unauthorized(_))), "{r:?}");
+    let feed = |settings: &ProviderSettings, url: &str, headers: &HeaderMap, body: &[u8]| {
+        h.feed(settings, "", url, headers, body)
     };
+    let (url, headers, body) = (&delivered.url, &delivered.headers, &delivered.body);
     // As received, it holds.
-    assert!(
-        h.feed(
-            &settings,
-            "",
-            &delivered.url,
-            &delivered.headers,
-            &delivered.body
-        )
-        .is_ok()
-    );
+    assert!(feed(&settings, url, headers, body).is_ok());
     // Another status in the same body.
-    let tampered = String::from_utf8_lossy(&delivered.body).replace("delivered", "undelivered");
-    unauthorized(h.feed(
-        &settings,
-        "",
-        &delivered.url,
-        &delivered.headers,
-        tampered.as_bytes(),
-    ));
+    let tampered = String::from_utf8_lossy(body).replace("delivered", "undelivered");
+    unauthorized(feed(&settings, url, headers, tampered.as_bytes()));
     // No signature, or the signature of another callback.
-    unauthorized(h.feed(
-        &settings,
-        "",
-        &delivered.url,
-        &HeaderMap::new(),
-        &delivered.body,
-    ));
-    unauthorized(h.feed(
-        &settings,
-        "",
-        &delivered.url,
-        &got[0].headers,
-        &delivered.body,
-    ));
-    let mut garbled = delivered.headers.clone();
+    unauthorized(feed(&settings, url, &HeaderMap::new(), body));
+    unauthorized(feed(&settings, url, &got[0].headers, body));
+    let mut garbled = headers.clone();
     garbled.insert("x-twilio-signature", "AAAA".parse().expect("header"));
-    unauthorized(h.feed(&settings, "", &delivered.url, &garbled, &delivered.body));
+    unauthorized(feed(&settings, url, &garbled, body));
     // Another URL than the one Twilio signed.
-    let elsewhere = format!("{}?x=1", delivered.url);
-    unauthorized(h.feed(
-        &settings,
-        "",
-        &elsewhere,
-        &delivered.headers,
-        &delivered.body,
-    ));
+    let elsewhere = format!("{url}?x=1");
+    unauthorized(feed(&settings, &elsewhere, headers, body));
     // Another record's auth token.
     let mut other = h.settings();
     other
         .credentials
         .insert("auth_token".into(), "another-token".into());
-    unauthorized(h.feed(
-        &other,
-        "",
-        &delivered.url,
-        &delivered.headers,
-        &delivered.body,
-    ));
+    unauthorized(feed(&other, url, headers, body));
 }

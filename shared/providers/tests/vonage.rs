@@ -4,125 +4,47 @@
 //! receiver in this test, fed back to the adapter. No broker or Redis
 //! needed.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::StatusCode;
 use base64::Engine as _;
-use dispatch_infra::Config;
+use common::{
+    Captured, VERIFY_BODY, VERIFY_TEMPLATE as TEMPLATE, assert_unauthorized as unauthorized,
+    events, id, json_body as body_of, number, permanent, with,
+};
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_infra::receipts::Receipt;
 use dispatch_model::Channel;
 use dispatch_model::envelope::SendCommand;
 use dispatch_model::record::{MessageError, MessageStatus, Usage};
+use dispatch_provider_sim::Behaviour;
+use dispatch_provider_sim::Delivery;
 use dispatch_provider_sim::wire::ProviderError;
-use dispatch_provider_sim::{Behaviour, Control, Delivery, RawRequest};
 use dispatch_providers::vonage::Vonage;
 use dispatch_providers::{
-    Accepted, CallbackError, CallbackEvent, CallbackOutcome, CallbackRequest, HeaderMap, Inbound,
-    Method, Provider, ProviderRequest, SendError,
+    Accepted, CallbackError, CallbackEvent, CallbackOutcome, HeaderMap, Inbound, Provider,
+    SendError,
 };
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "vonage-test-secret";
 const API_KEY: &str = "abcd1234";
-const WAIT: Duration = Duration::from_secs(5);
-const TEMPLATE: &str = "whatsapp:hsm:technology:nexmo:verify";
 
-/// One request the fake posted to our receiver.
-#[derive(Debug, Clone)]
-struct Captured {
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-type Inbox = Arc<Mutex<Vec<Captured>>>;
-
-struct Harness {
-    sim: std::net::SocketAddr,
-    control: Control,
-    /// Our receiver's base URL.
-    receiver: String,
-    inbox: Inbox,
-    vonage: Vonage,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn capture(
-    State(inbox): State<Inbox>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    inbox.lock().expect("inbox").push(Captured {
-        path: uri.path().to_owned(),
-        headers,
-        body,
-    });
-    StatusCode::OK
-}
+type Harness = common::Harness<Vonage>;
 
 async fn start() -> Harness {
-    let shutdown = CancellationToken::new();
-    let inbox = Inbox::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind receiver");
-    let receiver = listener.local_addr().expect("receiver addr");
-    let app = axum::Router::new()
-        .fallback(capture)
-        .with_state(inbox.clone());
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await
-    });
-    let config = Config {
-        simulator_addr: "127.0.0.1:0".parse().expect("addr"),
-        simulator_delay_ms: 20,
-        simulator_secret: SECRET.into(),
-        ..Config::default()
-    };
-    let sim = dispatch_provider_sim::spawn(&config, shutdown.clone())
-        .await
-        .expect("spawn simulator");
-    Harness {
-        sim: sim.addr,
-        control: sim.control,
-        receiver: format!("http://{receiver}"),
-        inbox,
-        vonage: Vonage::new(reqwest::Client::new()),
-        shutdown,
-    }
+    common::start(Vonage::new(reqwest::Client::new()), Some(SECRET)).await
 }
 
 fn settings_with(url: String, credentials: &[(&str, &str)]) -> ProviderSettings {
-    ProviderSettings {
-        kind: ProviderKind::Vonage,
+    common::provider_settings(
+        ProviderKind::Vonage,
         url,
-        secret: String::new(),
-        credentials: credentials
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        templates: BTreeMap::from([(
-            TEMPLATE.to_owned(),
-            "{{1}} code: {{2}}. Valid for {{3}} minutes.".to_owned(),
-        )]),
-        route: "default".into(),
-    }
+        credentials,
+        &[(TEMPLATE, VERIFY_BODY)],
+        "default",
+    )
 }
 
 impl Harness {
@@ -144,7 +66,7 @@ impl Harness {
 
     /// Where the fake posts message statuses.
     fn status_url(&self) -> String {
-        format!("{}/callbacks/vonage/default", self.receiver)
+        format!("{}/callbacks/vonage/default", self.receiver.base)
     }
 
     async fn send(
@@ -152,43 +74,12 @@ impl Harness {
         settings: &ProviderSettings,
         command: &SendCommand,
     ) -> Result<Accepted, SendError> {
-        let status_callback = self.status_url();
-        self.vonage
-            .send(ProviderRequest {
-                command,
-                settings,
-                status_callback: &status_callback,
-            })
-            .await
-    }
-
-    /// The requests the fake received.
-    fn requests(&self) -> Vec<RawRequest> {
-        self.control.requests()
-    }
-
-    fn last_request(&self) -> RawRequest {
-        self.requests().pop().expect("a request reached the fake")
+        self.submit(settings, command, &self.status_url()).await
     }
 
     /// Waits until the receiver holds `n` posts to `path`, and returns them.
     async fn posts(&self, path: &str, n: usize) -> Vec<Captured> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let posts: Vec<Captured> = self
-                .inbox
-                .lock()
-                .expect("inbox")
-                .iter()
-                .filter(|c| c.path == path)
-                .cloned()
-                .collect();
-            if posts.len() >= n || tokio::time::Instant::now() > deadline {
-                assert_eq!(posts.len(), n, "posts to {path}: {posts:?}");
-                return posts;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.receiver.exactly(n, |c| c.path == path).await
     }
 
     /// What the adapter makes of a captured webhook.
@@ -199,40 +90,12 @@ impl Harness {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<CallbackOutcome, CallbackError> {
-        let url = format!("{}/callbacks/vonage/default", self.receiver);
-        self.vonage.callback(
-            settings,
-            &CallbackRequest {
-                method: &Method::POST,
-                url: &url,
-                hook,
-                query: "",
-                headers,
-                body,
-            },
-        )
+        self.feed(settings, hook, &self.status_url(), headers, body)
     }
 }
 
 fn command(channel: Channel, to: Value, from: Value, message: Value) -> SendCommand {
-    let message = serde_json::from_value(json!({"to": to, "from": from, "message": message}))
-        .expect("outbound message");
-    SendCommand {
-        workflow_id: uuid::Uuid::new_v4(),
-        message_uuid: uuid::Uuid::new_v4(),
-        channel,
-        account: API_KEY.into(),
-        application_id: None,
-        message,
-    }
-}
-
-fn number(channel: &str, n: &str) -> Value {
-    json!({"type": channel, "number": n})
-}
-
-fn id(channel: &str, id: &str) -> Value {
-    json!({"type": channel, "id": id})
+    common::send_command(channel, API_KEY, to, from, message)
 }
 
 fn text_sms(to: &str) -> SendCommand {
@@ -244,10 +107,6 @@ fn text_sms(to: &str) -> SendCommand {
     )
 }
 
-fn body_of(request: &RawRequest) -> Value {
-    serde_json::from_str(&request.body).expect("JSON body")
-}
-
 /// The fields every send carries.
 fn common(command: &SendCommand, status_url: &str) -> Value {
     json!({
@@ -255,26 +114,6 @@ fn common(command: &SendCommand, status_url: &str) -> Value {
         "webhook_url": status_url,
         "webhook_version": "v1",
     })
-}
-
-fn merged(a: Value, b: Value) -> Value {
-    let mut a = a.as_object().cloned().unwrap_or_default();
-    a.extend(b.as_object().cloned().unwrap_or_default());
-    Value::Object(a)
-}
-
-fn permanent(result: Result<Accepted, SendError>) -> MessageError {
-    match result {
-        Err(SendError::Permanent(e)) => e,
-        other => panic!("expected a permanent error, got {other:?}"),
-    }
-}
-
-fn events(outcome: Result<CallbackOutcome, CallbackError>) -> Vec<CallbackEvent> {
-    match outcome {
-        Ok(CallbackOutcome::Events(events)) => events,
-        other => panic!("expected events, got {other:?}"),
-    }
 }
 
 /// A 2048-bit RSA key pair as PEM (public SPKI, private PKCS#8), as
@@ -391,7 +230,7 @@ async fn applications_authenticate_with_a_fresh_rs256_jwt_per_request() {
             ("signature_secret", SECRET),
         ],
     );
-    assert_eq!(h.vonage.check(Channel::Whatsapp, &settings), Ok(()));
+    assert_eq!(h.adapter.check(Channel::Whatsapp, &settings), Ok(()));
     for to in ["447700900000", "447700900006"] {
         h.send(&settings, &text_sms(to)).await.expect("accepted");
     }
@@ -548,7 +387,7 @@ async fn every_channel_and_content_type_has_vonages_shape() {
         );
         assert_eq!(
             body_of(&r),
-            merged(expected.clone(), common(c, &h.status_url())),
+            with(expected, common(c, &h.status_url())),
             "case {i}"
         );
     }
@@ -560,13 +399,11 @@ async fn whatsapp_templates_are_checked_then_sent_by_name() {
     let h = start().await;
     let settings = h.settings();
     let template = |parameters: &[&str], whatsapp: Value| {
-        let parameters: Vec<Value> = parameters.iter().map(|p| json!({"default": p})).collect();
         command(
             Channel::Whatsapp,
             number("whatsapp", "447700900000"),
             number("whatsapp", "447700900999"),
-            json!({"content": {"type": "template", "template": {"name": TEMPLATE, "parameters": parameters}},
-                   "whatsapp": whatsapp}),
+            json!({"content": common::template(TEMPLATE, parameters), "whatsapp": whatsapp}),
         )
     };
     let c = template(
@@ -576,8 +413,8 @@ async fn whatsapp_templates_are_checked_then_sent_by_name() {
     h.send(&settings, &c).await.expect("accepted");
     assert_eq!(
         body_of(&h.last_request()),
-        merged(
-            json!({"message_type": "template",
+        with(
+            &json!({"message_type": "template",
                    "template": {"name": TEMPLATE, "parameters": ["Dispatch", "64873", "10"]},
                    "whatsapp": {"policy": "deterministic", "locale": "en_GB"},
                    "to": "447700900000", "from": "447700900999", "channel": "whatsapp"}),
@@ -715,11 +552,7 @@ async fn server_errors_and_unreachable_vonage_are_transient() {
         .await
         .expect("accepted after two 503s");
 
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = closed.local_addr().expect("addr");
-    drop(closed);
+    let addr = common::closed_addr();
     let mut unreachable = settings.clone();
     unreachable.url = format!("http://{addr}/vonage");
     assert!(matches!(
@@ -851,21 +684,15 @@ async fn undeliverable_webhooks_carry_the_error_code() {
 /// Makes a Viber user write "hi" to ACME through the fake, and returns
 /// the webhook it posted.
 async fn viber_inbound(h: &Harness) -> Captured {
-    let answer = reqwest::Client::new()
-        .post(format!("http://{}/control/inbound", h.sim))
-        .bearer_auth(SECRET)
-        .json(&json!({
-            "provider": "vonage",
-            "channel": "viber_service_msg",
-            "from": "447700900123",
-            "to": "ACME",
-            "message": {"content": {"type": "text", "text": "hi"}},
-            "callback_url": format!("{}/inbound", h.receiver),
-        }))
-        .send()
-        .await
-        .expect("control/inbound");
-    assert_eq!(answer.status(), reqwest::StatusCode::NO_CONTENT);
+    h.inbound(json!({
+        "provider": "vonage",
+        "channel": "viber_service_msg",
+        "from": "447700900123",
+        "to": "ACME",
+        "message": {"content": {"type": "text", "text": "hi"}},
+        "callback_url": format!("{}/inbound", h.receiver.base),
+    }))
+    .await;
     h.posts("/inbound", 1).await.remove(0)
 }
 
@@ -907,12 +734,6 @@ async fn forged_or_tampered_webhooks_are_unauthorized() {
     let h = start().await;
     let settings = h.settings();
     let post = viber_inbound(&h).await;
-    let unauthorized = |outcome: Result<CallbackOutcome, CallbackError>| {
-        assert!(
-            matches!(outcome, Err(CallbackError::Unauthorized(_))),
-            "{outcome:?}"
-        );
-    };
     // The genuine one passes.
     assert!(
         h.callback(&settings, "inbound", &post.headers, &post.body)
