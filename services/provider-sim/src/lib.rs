@@ -90,12 +90,17 @@
 //!   request as a [`SendRecord`], oldest first, with its `outcome`
 //!   (`accepted`, `rejected`, `unavailable`); the latest 100,000 are kept.
 //!   `DELETE /control/sends` → 204 empties it.
+//! - `GET /control/requests` → every request the provider fakes
+//!   (`/vonage`, `/twilio`, `/meta`) received, exactly as it
+//!   arrived ([`RawRequest`]), oldest first.
 //! - `POST /control/inbound` (bearer `simulator_secret`, as for sends) with
 //!   a [`wire::InboundRequest`] (`channel`,
 //!   `from` the user, `to` our number or id, `message`) → a user writes to
 //!   us: a signed [`wire::Inbound`] is posted to
 //!   `{callback_url}/callbacks/simulator/inbound` (or the request's own
-//!   `callback_url`), 204 once it was taken, 502 if not.
+//!   `callback_url`), 204 once it was taken, 502 if not. With `"provider":
+//!   "vonage" | "twilio" | "meta"` (and a `callback_url`), it is posted in
+//!   that provider's format and signed as that provider signs.
 //! - `GET /healthz` → 200.
 
 pub mod behaviour;
