@@ -44,20 +44,7 @@ pub async fn simulator(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let settings = state.config.default_provider(Channel::Sms);
-    let settings = ProviderSettings {
-        kind: ProviderKind::Simulator,
-        secret: state.config.simulator_secret.clone(),
-        ..settings
-    };
-    let call = Call {
-        method: &method,
-        uri: &uri,
-        hook: "",
-        headers: &headers,
-        body: &body,
-    };
-    handle(&state, ProviderKind::Simulator, None, &settings, call).await
+    from_simulator(&state, "", &method, &uri, &headers, &body).await
 }
 
 pub async fn simulator_inbound(
@@ -67,19 +54,32 @@ pub async fn simulator_inbound(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    from_simulator(&state, "inbound", &method, &uri, &headers, &body).await
+}
+
+/// The simulator's callbacks have no route: they are signed with
+/// `simulator_secret`, and its inbound messages go to whoever last wrote.
+async fn from_simulator(
+    state: &AppState,
+    hook: &str,
+    method: &Method,
+    uri: &OriginalUri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     let settings = ProviderSettings {
         kind: ProviderKind::Simulator,
         secret: state.config.simulator_secret.clone(),
         ..state.config.default_provider(Channel::Sms)
     };
     let call = Call {
-        method: &method,
-        uri: &uri,
-        hook: "inbound",
-        headers: &headers,
-        body: &body,
+        method,
+        uri,
+        hook,
+        headers,
+        body,
     };
-    handle(&state, ProviderKind::Simulator, None, &settings, call).await
+    handle(state, ProviderKind::Simulator, None, &settings, call).await
 }
 
 pub async fn provider(
