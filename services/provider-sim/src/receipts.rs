@@ -37,6 +37,30 @@ pub(crate) struct Plan {
     pub format: Arc<dyn Format>,
 }
 
+impl Plan {
+    /// The receipts of the accepted send `request`, posted to `url` in
+    /// `format`; no trace context (real providers do not continue ours).
+    pub fn new(
+        url: String,
+        message_id: String,
+        request: crate::wire::SendRequest,
+        behaviour: Behaviour,
+        format: Arc<dyn Format>,
+    ) -> Self {
+        Plan {
+            url,
+            message_id,
+            reference: request.reference,
+            channel: request.channel,
+            from: request.from,
+            to: request.to,
+            behaviour,
+            traceparent: None,
+            format,
+        }
+    }
+}
+
 /// What happens to an accepted message, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Event {

@@ -106,20 +106,14 @@ async fn send(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respon
             if let Some(ms) = behaviour.response_delay_ms {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            if let Some(url) = req.status_callback {
+            if let Some(url) = req.status_callback.clone() {
+                let format = app.receipts.simulator_format();
                 app.receipts.schedule(Plan {
-                    url,
-                    message_id: message_id.clone(),
-                    reference: req.reference,
-                    channel: req.channel,
-                    from: req.from,
-                    to: req.to,
-                    behaviour,
-                    format: app.receipts.simulator_format(),
                     traceparent: headers
                         .get("traceparent")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned),
+                    ..Plan::new(url, message_id.clone(), req, behaviour, format)
                 });
             }
             (StatusCode::ACCEPTED, Json(SendAccepted { message_id })).into_response()

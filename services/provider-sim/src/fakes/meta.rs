@@ -629,17 +629,14 @@ async fn send(
                 _ => WHATSAPP,
             };
             if let Some(url) = app.fakes.meta.subscription(object) {
-                app.receipts.schedule(Plan {
+                let format = app.fakes.meta.clone();
+                app.receipts.schedule(Plan::new(
                     url,
-                    message_id: message_id.clone(),
-                    reference: request.reference,
-                    channel: request.channel,
-                    from: request.from,
-                    to: request.to,
+                    message_id.clone(),
+                    request,
                     behaviour,
-                    traceparent: None,
-                    format: app.fakes.meta.clone(),
-                });
+                    format,
+                ));
             }
             Json(accepted(&send, &message_id)).into_response()
         }

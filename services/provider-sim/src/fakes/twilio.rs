@@ -298,19 +298,10 @@ async fn send(
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
             let created = message.resource(account, &message_id);
-            if let Some(url) = request.status_callback {
-                app.receipts.schedule(Plan {
-                    url,
-                    message_id,
-                    reference: request.reference,
-                    channel: request.channel,
-                    from: request.from,
-                    to: request.to,
-                    behaviour,
-                    // Twilio does not propagate trace context.
-                    traceparent: None,
-                    format: app.fakes.twilio.clone(),
-                });
+            if let Some(url) = request.status_callback.clone() {
+                let format = app.fakes.twilio.clone();
+                app.receipts
+                    .schedule(Plan::new(url, message_id, request, behaviour, format));
             }
             (StatusCode::CREATED, Json(created)).into_response()
         }

@@ -311,19 +311,15 @@ async fn answer(app: &App, request: SendRequest, decision: Decision) -> Response
             if let Some(ms) = behaviour.response_delay_ms {
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            if let Some(url) = request.status_callback {
-                app.receipts.schedule(Plan {
+            if let Some(url) = request.status_callback.clone() {
+                let format = app.fakes.vonage.clone();
+                app.receipts.schedule(Plan::new(
                     url,
-                    message_id: message_id.clone(),
-                    reference: request.reference,
-                    channel: request.channel,
-                    from: request.from,
-                    to: request.to,
+                    message_id.clone(),
+                    request,
                     behaviour,
-                    // Vonage does not continue its callers' traces.
-                    traceparent: None,
-                    format: app.fakes.vonage.clone(),
-                });
+                    format,
+                ));
             }
             let body = json!({ "message_uuid": message_id });
             (StatusCode::ACCEPTED, axum::Json(body)).into_response()
