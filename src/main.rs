@@ -406,6 +406,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(args, &config).await,
         Command::BenchTimer(args) => dispatch_timer::bench::run_bench(&config, args).await,
-        Command::BenchWebhooks(args) => dispatch_notifier::bench::run_bench(&config, args).await,
+        Command::BenchWebhooks(args) => {
+            // A timer brings back the webhooks that waited for a free slot.
+            let config = dispatch_notifier::bench::private_config(&config);
+            let timer = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(dispatch_timer::run(config.clone(), timer.clone()));
+            let result = dispatch_notifier::bench::run_bench(config, args).await;
+            timer.cancel();
+            result
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Under a private prefix: an account and an application whose
 //! `status_url` is a local receiver (answering after `--receiver-delay-ms`),
-//! a notifier and a timer running in this process, and `--jobs` webhook
+//! a notifier running in this process (beside a timer the caller starts), and `--jobs` webhook
 //! jobs published to the queue up front. Reports deliveries per second from the first
 //! delivery to the last, and the receiver's view of concurrency.
 
@@ -27,13 +27,21 @@ pub struct BenchArgs {
     pub receiver_delay_ms: u64,
 }
 
-pub async fn run_bench(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
+/// The bench's own configuration: `config` under a private prefix, so that
+/// it touches nothing else. The timer that brings back deferred webhooks
+/// (started by the caller) must run with it too.
+pub fn private_config(config: &Config) -> Config {
     let tag = format!("wbench{}", uuid::Uuid::new_v4().simple());
     let mut config = config.clone();
     config.redis_prefix = tag.clone();
-    config.amqp_prefix = tag.clone();
+    config.amqp_prefix = tag;
     config.amqp_queue_expires_ms = Some(60_000);
     config.allow_private_webhooks = true;
+    config
+}
+
+/// Runs the bench with a configuration from [`private_config`].
+pub async fn run_bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
 
@@ -133,12 +141,6 @@ pub async fn run_bench(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
 
-    // The timer brings back webhooks that waited for a free slot.
-    tokio::spawn(dispatch_timer::run_with(
-        config.clone(),
-        connections.clone(),
-        shutdown.clone(),
-    ));
     let notifier = tokio::spawn(crate::run_with(
         config.clone(),
         connections.clone(),

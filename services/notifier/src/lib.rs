@@ -51,10 +51,10 @@ use std::time::{Duration, Instant};
 
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::redis::{Keys, Redis};
+use dispatch_infra::timer::Scheduler;
 use dispatch_infra::{Config, Connections};
 use dispatch_model::envelope::{Envelope, WebhookJob, WebhookKind};
 use dispatch_model::record::now_ms;
-use dispatch_timer::Scheduler;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;

@@ -108,7 +108,7 @@ pub mod control;
 mod fakes;
 mod receipts;
 mod server;
-pub mod wire;
+pub use dispatch_providers::simulator::wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -71,7 +71,7 @@
 //! agree on what is due; schedulers' clocks are assumed NTP-synchronised.
 
 pub mod bench;
-pub mod store;
+pub use dispatch_infra::timer as store;
 mod wake;
 
 use std::sync::Arc;

@@ -29,12 +29,12 @@ use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::redis::Keys;
 use dispatch_infra::store::{Fate, StoreError, Versioned, WorkflowStore};
+use dispatch_infra::timer::Scheduler;
 use dispatch_infra::{Config, Connections};
 use dispatch_model::envelope::{Envelope, WorkflowKind};
 use dispatch_model::record::{
     Effect, MessageStatus, Pending, WorkflowRecord, WorkflowStatus, now_ms,
 };
-use dispatch_timer::Scheduler;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;

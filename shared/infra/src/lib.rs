@@ -13,6 +13,7 @@ pub mod redis;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod timer;
 
 pub use config::Config;
 

@@ -1,11 +1,14 @@
 //! The adapter for `dispatch provider-sim` (wire contract in the
-//! simulator's crate documentation).
+//! simulator's crate documentation; its types in [`wire`]).
+
+pub mod wire;
 
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_infra::receipts::Receipt;
 use dispatch_model::Channel;
 use dispatch_model::record::MessageError;
-use dispatch_provider_sim::wire::{self, ErrorBody, SendAccepted, SendRequest};
+
+use wire::{ErrorBody, SendAccepted, SendRequest};
 
 use crate::{
     Accepted, BoxFuture, CallbackError, CallbackEvent, CallbackOutcome, CallbackRequest, Inbound,

@@ -4,7 +4,7 @@
 //! (captured by a small receiver here, then fed to the adapter as ingest
 //! would).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use dispatch_infra::redis::{Keys, Redis};
+use crate::redis::{Keys, Redis};
 use redis::RedisError;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -124,7 +124,7 @@ impl Scheduler {
             routing_key: routing_key.to_owned(),
             message_id: message_id.to_owned(),
             payload: payload.to_owned(),
-            traceparent: dispatch_infra::telemetry::current_traceparent(),
+            traceparent: crate::telemetry::current_traceparent(),
         })
         .map_err(|e| {
             RedisError::from((

@@ -8,7 +8,7 @@
 //! keeps them (headers and raw body) for the adapter to read, and answers
 //! the fake's verification `GET` through the adapter, as ingest does.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //!
 //! These types are shared by the simulator, the sender's simulator adapter
 //! and ingest's callback endpoint, so all three agree on one definition.
-//! See the [crate documentation](crate) for the protocol as a whole.
+//! The protocol as a whole is described in the simulator's crate
+//! documentation (`services/provider-sim`).
 
 use dispatch_model::Channel;
 use dispatch_model::record::{MessageError, MessageStatus, Usage};

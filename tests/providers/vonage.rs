@@ -4,7 +4,7 @@
 //! receiver in this test, fed back to the adapter. No broker or Redis
 //! needed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
