@@ -2,6 +2,7 @@
 //! workflow service, the senders, the timer and the provider simulator.
 //! Each case asserts the sends the simulator saw and the final state.
 
+mod isolation;
 mod lifecycle;
 mod providers;
 mod system;

@@ -362,10 +362,17 @@ pub async fn update(
     if let Some(key) = valid.public_key {
         app.public_key = key;
     }
+    let webhooks_set = valid.capabilities.is_some();
     if let Some(capabilities) = valid.capabilities {
         app.capabilities = capabilities;
     }
     store(&state, &app, false).await?;
+    if webhooks_set {
+        // Webhook URLs set again: endpoints disabled by a 410 get another
+        // chance.
+        dispatch_infra::endpoints::enable_all(&state.redis(), &state.keys, &app.id.to_string())
+            .await?;
+    }
     Ok(Json(view(&state, &app, None)))
 }
 

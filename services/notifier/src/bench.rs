@@ -130,6 +130,7 @@ pub async fn run_bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
                 event_at_ms: 0,
                 body: json!({"message_uuid": i.to_string(), "status": "delivered"}),
                 attempts: 0,
+                reason: None,
             };
             broker.publish(&Envelope::Webhook(job)).await
         }

@@ -19,15 +19,22 @@
 //!   (`/v1/applications/{id}/webhooks/failed`).
 //! - **Once**: a delivered webhook's id is remembered, so a duplicate job
 //!   (the workflow's outbox may publish one twice) is not sent again.
-//! - **Isolation**: at most `webhook_concurrency_per_host` requests per
-//!   destination host, `notifier_concurrency` overall; a webhook whose host
-//!   has no free slot goes back to the timer for a moment instead of
-//!   waiting in the consumer, so a slow receiver never fills the prefetch
-//!   that other receivers' webhooks need; a host that fails
-//!   `webhook_circuit_failures` times in a row gets nothing for
-//!   `webhook_circuit_open_ms` (its webhooks are rescheduled, not sent), so
-//!   a dead receiver is paced rather than hammered and cannot hold up the
-//!   others.
+//! - **Isolation** ([`slots`], [`circuit`]): requests go out with a slot
+//!   of their origin (scheme, host, port: `webhook_concurrency_per_host`)
+//!   and of their endpoint (the URL without its query), which may hold at
+//!   most `webhook_endpoint_share` of its origin's, and
+//!   `notifier_concurrency` overall. A webhook with no free slot goes back
+//!   to the timer for a moment instead of waiting in the consumer, so a
+//!   slow receiver never fills the prefetch that other receivers' webhooks
+//!   need. An endpoint that fails `webhook_circuit_failures` times in a
+//!   row has its circuit opened: its webhooks wait in its parked list in
+//!   Redis, one probe per open period tests it (the period doubling up to
+//!   `webhook_circuit_open_max_ms`), and when a probe gets through the
+//!   parked webhooks flow again. Nothing but that endpoint waits.
+//! - **Gone**: an endpoint answering `410 Gone` is disabled for its
+//!   application ([`dispatch_infra::endpoints`]); its webhooks, pending and
+//!   future, become dead letters saying so, until the application's
+//!   webhook URLs are set again or its dead letters are replayed.
 //! - **Order**: deliveries of one message's webhooks take turns within a
 //!   notifier, in the order they were consumed (the order the workflow
 //!   published them), so a receiver sees `submitted` before `delivered`
@@ -41,30 +48,34 @@
 //!   `allow_private_webhooks`.
 
 pub mod bench;
+pub mod circuit;
 pub mod guard;
 pub mod schedule;
 pub mod sign;
+pub mod slots;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use circuit::{Circuits, Step, Turn};
+use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::timer::Scheduler;
 use dispatch_infra::{Config, Connections};
-use dispatch_model::envelope::{Envelope, WebhookJob, WebhookKind};
+use dispatch_model::envelope::{Envelope, WEBHOOK_PROBE, WebhookJob, WebhookKind, WebhookProbe};
 use dispatch_model::record::now_ms;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use slots::Slots;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Routing key of scheduled retries (bound to the webhooks queue).
 pub const RETRY_ROUTING_KEY: &str = "webhook.retry";
 
-/// Destination hosts remembered before idle ones are forgotten.
-const MAX_HOSTS: usize = 10_000;
+/// Messages whose turn is remembered before the past ones are forgotten.
+const MAX_MESSAGES: usize = 10_000;
 
 /// How long a webhook waits in the consumer for a free slot of its
 /// destination before it goes back to the timer.
@@ -108,16 +119,37 @@ pub async fn run_with(
         // A proxy would resolve the target itself, past the check.
         http = http.dns_resolver(guard::PublicOnly).no_proxy();
     }
+    // A prober holds its lease across one attempt, with room to spare.
+    let lease_ms = config.webhook_connect_timeout_ms + config.webhook_timeout_ms + 5_000;
+    let span_secs = config.webhook_retry_schedule_ms.iter().sum::<u64>() / 1000;
+    let circuits = Circuits::new(
+        connections.redis.clone(),
+        keys.clone(),
+        lease_ms,
+        span_secs.max(config.record_ttl_secs) + 86_400,
+    );
     let notifier = Arc::new(Notifier {
         scheduler: Scheduler::new(connections.redis.clone(), keys.clone()),
         redis: connections.redis.clone(),
-        keys,
+        broker: connections.broker.clone(),
+        keys: keys.clone(),
         http: http.build()?,
-        hosts: Mutex::new(HashMap::new()),
+        slots: Slots::new(
+            config.webhook_concurrency_per_host,
+            config.webhook_endpoint_share,
+        ),
+        circuits: circuits.clone(),
         messages: Mutex::new(HashMap::new()),
         deferred: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
+    tokio::spawn(gauges(
+        circuits,
+        connections.redis.clone(),
+        keys,
+        Duration::from_millis(config.notifier_gauge_interval_ms),
+        shutdown.clone(),
+    ));
     let options = ConsumeOptions::new(
         connections.broker.topology().webhooks_queue(),
         config.notifier_concurrency,
@@ -142,9 +174,11 @@ struct Notifier {
     config: Config,
     redis: Redis,
     keys: Keys,
+    broker: Broker,
     scheduler: Scheduler,
     http: reqwest::Client,
-    hosts: Mutex<HashMap<String, Host>>,
+    slots: Slots,
+    circuits: Circuits,
     /// One delivery at a time per message, so that its statuses arrive in
     /// the order they were queued (as far as retries allow).
     messages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -152,30 +186,95 @@ struct Notifier {
     deferred: Mutex<HashMap<String, i64>>,
 }
 
-/// What the notifier knows of one destination host.
-struct Host {
-    slots: Arc<Semaphore>,
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
 #[derive(Debug, thiserror::Error)]
 enum NotifyError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("publish: {0}")]
+    Publish(#[from] dispatch_infra::broker::PublishError),
 }
 
-/// Where a webhook goes and how it is signed.
+/// Where a webhook goes and how it is signed, as the application says.
 struct Destination {
     url: String,
     method: reqwest::Method,
     secret: String,
+    /// The application's endpoints disabled by a `410 Gone`, with why.
+    disabled: HashMap<String, String>,
 }
+
+/// A destination whose URL passed the target check.
+struct Target {
+    url: url::Url,
+    /// `scheme://host:port`: the slots are shared per origin.
+    origin: String,
+    /// The URL without its query: circuits are per endpoint.
+    endpoint: String,
+    endpoint_id: String,
+    method: reqwest::Method,
+    secret: String,
+    /// Why the application disabled this endpoint, if it did.
+    disabled: Option<String>,
+}
+
+/// What became of one try.
+enum Attempted {
+    Delivered,
+    /// Not an attempt: the endpoint or its origin had no free slot.
+    Busy,
+    /// A failed attempt.
+    Failed(Failed),
+    /// The receiver answered `410 Gone`: the endpoint is to be disabled.
+    Gone(Failed),
+}
+
+/// A webhook waiting in an open circuit's list.
+#[derive(Serialize, Deserialize)]
+struct Parked {
+    parked_at_ms: i64,
+    job: WebhookJob,
+}
+
+impl Parked {
+    fn entry(job: &WebhookJob, parked_at_ms: i64) -> String {
+        serde_json::to_string(&Parked {
+            parked_at_ms,
+            job: job.clone(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Parked webhooks read from the head of the list at a time.
+const HEAD_BATCH: usize = 100;
+
+/// Parked webhooks published back to the queue per step of a drain.
+const DRAIN_BATCH: usize = 500;
+
+/// Parked webhooks a probe may pass over (delivered already, or meant for
+/// another endpoint now) before it gives up until the next period.
+const PROBE_CANDIDATES: usize = 16;
 
 impl Notifier {
     async fn handle(&self, incoming: Incoming) -> Outcome {
         let job = match serde_json::from_slice::<Envelope>(&incoming.payload) {
             Ok(Envelope::Webhook(job)) => job,
+            Ok(Envelope::WebhookProbe(probe)) => {
+                let span = tracing::info_span!("webhook.probe", endpoint_id = %probe.endpoint_id);
+                return match self
+                    .probe(&probe.endpoint_id)
+                    .instrument(span.clone())
+                    .await
+                {
+                    Ok(()) => Outcome::Ack,
+                    Err(e) => {
+                        span.in_scope(
+                            || tracing::warn!(error = %e, "probe not handled; will retry"),
+                        );
+                        Outcome::Retry
+                    }
+                };
+            }
             _ => {
                 tracing::warn!(routing_key = %incoming.routing_key, "not a webhook job");
                 return Outcome::Reject;
@@ -197,7 +296,7 @@ impl Notifier {
         }
     }
 
-    async fn deliver(&self, mut job: WebhookJob) -> Result<(), NotifyError> {
+    async fn deliver(&self, job: WebhookJob) -> Result<(), NotifyError> {
         // The message's turn first, so that its webhooks go out in the
         // order they were consumed.
         let key = job.body["message_uuid"].as_str().map(str::to_owned);
@@ -218,105 +317,355 @@ impl Notifier {
             count_attempt(job.kind.as_str(), "deferred");
             return self.later(&job, due_ms).await;
         }
-        let result = match self.destination(&job).await {
-            Ok(Some(destination)) => Ok(self.attempt(&job, &destination).await),
-            Ok(None) => Ok(Ok(())),
-            Err(e) => Err(e),
-        };
+        let result = self.deliver_in_turn(job).await;
         drop(held);
         if let Some(key) = key {
             self.release_turn(&key, turn);
         }
-        let result = result?;
-        let Err(attempt) = result else {
+        result
+    }
+
+    async fn deliver_in_turn(&self, job: WebhookJob) -> Result<(), NotifyError> {
+        let Some(destination) = self.destination(&job).await? else {
             return Ok(());
         };
-        let kind = job.kind.as_str();
-        if attempt.busy {
-            count_attempt(kind, "deferred");
-            // Not an attempt: come back when there may be room; with
-            // jitter, but behind the message's webhooks deferred before.
-            let jitter = rand::random::<u64>() % BUSY_WAIT_MS;
-            let wait = attempt
-                .retry_after
-                .unwrap_or_default()
-                .max(Duration::from_millis(BUSY_WAIT_MS + jitter));
-            let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-            let mut due_ms = now_ms().saturating_add(wait_ms);
-            if let Some(key) = job.body["message_uuid"].as_str() {
-                due_ms = self.behind(key, due_ms);
+        let target = match self.target(destination) {
+            Ok(target) => target,
+            Err(refused) => {
+                // A refused target does not get better by waiting.
+                self.record_attempt(&job, &refused).await?;
+                let reason = format!("target refused: {}", refused.error);
+                return self.dead_letter(job, "refused", reason).await;
             }
-            return self.later(&job, due_ms).await;
+        };
+        if let Some(reason) = self.disabled(&job, &target) {
+            return self.dead_letter(job, "disabled", reason).await;
         }
-        tracing::info!(status = ?attempt.status, error = %attempt.error, "webhook attempt failed");
-        let mut conn = self.redis.clone();
-        let key = self.keys.webhook_attempts(&job.webhook_id);
-        redis::pipe()
-            .rpush(
-                &key,
-                serde_json::to_string(&attempt.record()).unwrap_or_default(),
-            )
-            .ignore()
-            .expire(&key, self.config.record_ttl_secs as i64)
-            .ignore()
-            .exec_async(&mut conn)
-            .await?;
+        if self.slots.seen_open(&target.endpoint) {
+            if self.park(&job, &target).await? {
+                return Ok(());
+            }
+            self.slots.set_open(&target.endpoint, false);
+        }
+        let attempted = self.attempt(&job, &target, SLOT_WAIT).await;
+        self.settle(job, &target, attempted).await
+    }
+
+    /// What follows a try outside a probe.
+    async fn settle(
+        &self,
+        mut job: WebhookJob,
+        target: &Target,
+        attempted: Attempted,
+    ) -> Result<(), NotifyError> {
+        let kind = job.kind.as_str();
+        let failed = match attempted {
+            Attempted::Delivered => return Ok(()),
+            Attempted::Busy => {
+                count_attempt(kind, "deferred");
+                // Not an attempt: come back when there may be room; with
+                // jitter, but behind the message's webhooks deferred before.
+                let jitter = rand::random::<u64>() % BUSY_WAIT_MS;
+                let mut due_ms = now_ms() + (BUSY_WAIT_MS + jitter) as i64;
+                if let Some(key) = job.body["message_uuid"].as_str() {
+                    due_ms = self.behind(key, due_ms);
+                }
+                return self.later(&job, due_ms).await;
+            }
+            Attempted::Gone(failed) => {
+                self.record_attempt(&job, &failed).await?;
+                let reason = self.disable(&job, target).await?;
+                return self.dead_letter(job, "disabled", reason).await;
+            }
+            Attempted::Failed(failed) => failed,
+        };
+        tracing::info!(status = ?failed.status, error = %failed.error, "webhook attempt failed");
+        self.record_attempt(&job, &failed).await?;
         job.attempts += 1;
-        if attempt.permanent {
-            // A refused target does not get better by waiting.
-            job.attempts = job
-                .attempts
-                .max(self.config.webhook_retry_schedule_ms.len() as u32);
+        let failures = self.slots.note(&target.endpoint, false);
+        if failures >= self.config.webhook_circuit_failures {
+            self.open(target).await?;
         }
+        let Some(delay) = self.next_delay(&job, &failed) else {
+            let reason = format!(
+                "{} attempts failed, the last: {}",
+                job.attempts, failed.error
+            );
+            return self.dead_letter(job, "failed", reason).await;
+        };
+        // A circuit open here or at another notifier: the job waits for
+        // it instead of its own retry.
+        if self.park(&job, target).await? {
+            return Ok(());
+        }
+        count_attempt(kind, "retry");
+        let due_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        self.later(&job, due_ms).await
+    }
+
+    fn next_delay(&self, job: &WebhookJob, failed: &Failed) -> Option<Duration> {
         let jitter = rand::random::<f64>() * 2.0 - 1.0;
-        let delay = schedule::next_delay(
+        schedule::next_delay(
             &self.config.webhook_retry_schedule_ms,
             job.attempts,
-            attempt.retry_after,
+            failed.retry_after,
             Duration::from_millis(self.config.webhook_retry_after_cap_ms),
             jitter,
-        );
-        match delay {
-            Some(delay) => {
-                count_attempt(kind, "retry");
-                let due_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                self.later(&job, due_ms).await?;
-            }
-            None => {
-                count_attempt(
-                    kind,
-                    if attempt.permanent {
-                        "refused"
-                    } else {
-                        "failed"
-                    },
-                );
-                metrics::counter!("dispatch_webhook_dead_letters_total", "kind" => kind)
-                    .increment(1);
-                tracing::warn!(attempts = job.attempts, "webhook dead-lettered");
-                let scope = dead_letter_scope(&job);
-                let key = self.keys.dead_letters(&scope);
-                redis::pipe()
-                    .hset(
-                        &key,
-                        &job.webhook_id,
-                        serde_json::to_string(&job).unwrap_or_default(),
-                    )
-                    .ignore()
-                    .expire(&key, self.config.record_ttl_secs as i64)
-                    .ignore()
-                    .exec_async(&mut conn)
-                    .await?;
-            }
+        )
+    }
+
+    /// Opens the endpoint's circuit (unless another notifier did) and
+    /// schedules its first probe.
+    async fn open(&self, target: &Target) -> Result<(), NotifyError> {
+        self.slots.set_open(&target.endpoint, true);
+        let opened = self
+            .circuits
+            .open(
+                &target.endpoint_id,
+                now_ms(),
+                self.config.webhook_circuit_open_ms,
+            )
+            .await?;
+        if let Some(until_ms) = opened {
+            tracing::warn!(
+                origin = %target.origin,
+                endpoint_id = %target.endpoint_id,
+                "webhook endpoint keeps failing: circuit open"
+            );
+            self.schedule_probe(&target.endpoint_id, until_ms).await?;
         }
         Ok(())
     }
 
+    /// Parks `job` if the endpoint's circuit is open; `false` if it is
+    /// closed.
+    async fn park(&self, job: &WebhookJob, target: &Target) -> Result<bool, NotifyError> {
+        let entry = Parked::entry(job, now_ms());
+        let parked = self.circuits.park(&target.endpoint_id, &entry).await?;
+        if parked {
+            self.slots.set_open(&target.endpoint, true);
+            count_attempt(job.kind.as_str(), "parked");
+        }
+        Ok(parked)
+    }
+
+    async fn schedule_probe(&self, endpoint_id: &str, due_ms: i64) -> Result<(), NotifyError> {
+        let probe = Envelope::WebhookProbe(WebhookProbe {
+            endpoint_id: endpoint_id.to_owned(),
+        });
+        let payload = serde_json::to_string(&probe).unwrap_or_default();
+        self.scheduler
+            .schedule(
+                &format!("webhook-probe:{endpoint_id}"),
+                due_ms,
+                WEBHOOK_PROBE,
+                &probe.id(),
+                &payload,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A circuit's probe time: probe, drain, or come back later.
+    async fn probe(&self, endpoint_id: &str) -> Result<(), NotifyError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        match self.circuits.begin(endpoint_id, now_ms(), &token).await? {
+            Turn::Closed => Ok(()),
+            Turn::Wait { until_ms } => self.schedule_probe(endpoint_id, until_ms).await,
+            Turn::Probe => self.run_probe(endpoint_id, &token).await,
+            Turn::Drain => self.drain(endpoint_id, &token).await,
+        }
+    }
+
+    async fn run_probe(&self, id: &str, token: &str) -> Result<(), NotifyError> {
+        for _ in 0..PROBE_CANDIDATES {
+            let Some(first) = self.expire_parked(id, token).await? else {
+                return Ok(());
+            };
+            let Some(parked) = first else {
+                // Nothing waits any more: close.
+                if self.circuits.probe_succeeded(id, token, now_ms()).await? == Step::Held {
+                    return self.drain(id, token).await;
+                }
+                return Ok(());
+            };
+            let job = parked.job;
+            let target = match self.destination(&job).await? {
+                Some(destination) => self.target(destination).ok(),
+                // Delivered already, or nowhere to go: drop it.
+                None => None,
+            };
+            let Some(target) = target.filter(|t| t.endpoint_id == id) else {
+                // Not a probe of this endpoint (its application's URL
+                // changed, or is refused now): the queue takes it from
+                // here, and drops it if it has nowhere to go.
+                self.broker.publish(&Envelope::Webhook(job)).await?;
+                if self.circuits.trim(id, token, now_ms(), 1).await? != Step::Held {
+                    return Ok(());
+                }
+                continue;
+            };
+            if let Some(reason) = self.disabled(&job, &target) {
+                self.dead_letter(job, "disabled", reason).await?;
+                if self.circuits.trim(id, token, now_ms(), 1).await? != Step::Held {
+                    return Ok(());
+                }
+                continue;
+            }
+            let wait = Duration::from_millis(self.config.webhook_timeout_ms);
+            return match self.attempt(&job, &target, wait).await {
+                Attempted::Delivered => self.probe_succeeded(id, token, &target).await,
+                Attempted::Gone(failed) => {
+                    // The endpoint answers: the circuit closes, and this
+                    // application's webhooks are dead-lettered as they come.
+                    self.record_attempt(&job, &failed).await?;
+                    let reason = self.disable(&job, &target).await?;
+                    self.dead_letter(job, "disabled", reason).await?;
+                    self.probe_succeeded(id, token, &target).await
+                }
+                Attempted::Busy => {
+                    // Not an attempt: try again after a normal period.
+                    let until_ms = now_ms() + self.config.webhook_circuit_open_ms as i64;
+                    self.schedule_probe(id, until_ms).await
+                }
+                Attempted::Failed(failed) => {
+                    self.probe_failed(id, token, job, parked.parked_at_ms, failed)
+                        .await
+                }
+            };
+        }
+        // Only webhooks that were not probes: try again next period.
+        let until_ms = now_ms() + self.config.webhook_circuit_open_ms as i64;
+        self.schedule_probe(id, until_ms).await
+    }
+
+    async fn probe_succeeded(
+        &self,
+        id: &str,
+        token: &str,
+        target: &Target,
+    ) -> Result<(), NotifyError> {
+        self.slots.note(&target.endpoint, true);
+        if self.circuits.probe_succeeded(id, token, now_ms()).await? != Step::Held {
+            return Ok(());
+        }
+        tracing::info!(endpoint_id = %id, "webhook endpoint answers again: circuit closed");
+        self.drain(id, token).await
+    }
+
+    async fn probe_failed(
+        &self,
+        id: &str,
+        token: &str,
+        mut job: WebhookJob,
+        parked_at_ms: i64,
+        failed: Failed,
+    ) -> Result<(), NotifyError> {
+        tracing::info!(status = ?failed.status, error = %failed.error, "probe failed");
+        self.record_attempt(&job, &failed).await?;
+        job.attempts += 1;
+        let updated = match self.next_delay(&job, &failed) {
+            Some(_) => Some(Parked::entry(&job, parked_at_ms)),
+            None => {
+                let reason = format!(
+                    "{} attempts failed, the last: {}",
+                    job.attempts, failed.error
+                );
+                self.dead_letter(job, "failed", reason).await?;
+                None
+            }
+        };
+        let next = self
+            .circuits
+            .probe_failed(
+                id,
+                token,
+                now_ms(),
+                updated.as_deref(),
+                self.config.webhook_circuit_open_ms,
+                self.config.webhook_circuit_open_max_ms,
+            )
+            .await?;
+        if let Some(until_ms) = next {
+            self.schedule_probe(id, until_ms).await?;
+        }
+        Ok(())
+    }
+
+    /// Dead-letters the parked webhooks at the head of the list that
+    /// waited longer than the retry schedule's span; returns the first one
+    /// left (`Some(None)`: the list is empty), or `None` if the lease was
+    /// lost.
+    async fn expire_parked(
+        &self,
+        id: &str,
+        token: &str,
+    ) -> Result<Option<Option<Parked>>, NotifyError> {
+        let span_ms: u64 = self.config.webhook_retry_schedule_ms.iter().sum();
+        loop {
+            let head = self.circuits.head(id, HEAD_BATCH).await?;
+            let now = now_ms();
+            let mut expired = 0;
+            let mut first = None;
+            for raw in &head {
+                match serde_json::from_str::<Parked>(raw) {
+                    Ok(parked) if now.saturating_sub(parked.parked_at_ms) <= span_ms as i64 => {
+                        first = Some(parked);
+                        break;
+                    }
+                    Ok(parked) => {
+                        let reason = format!(
+                            "waited {} s for the endpoint's circuit to close, longer than the retry schedule",
+                            (now - parked.parked_at_ms) / 1000
+                        );
+                        self.dead_letter(parked.job, "expired", reason).await?;
+                    }
+                    Err(_) => tracing::warn!("unreadable parked webhook dropped"),
+                }
+                expired += 1;
+            }
+            if expired > 0 && self.circuits.trim(id, token, now, expired).await? != Step::Held {
+                return Ok(None);
+            }
+            if first.is_some() || head.len() < HEAD_BATCH {
+                return Ok(Some(first));
+            }
+        }
+    }
+
+    /// Sends what waited for the circuit back to the queue, batch by
+    /// batch, and closes it.
+    async fn drain(&self, id: &str, token: &str) -> Result<(), NotifyError> {
+        loop {
+            let batch = self.circuits.head(id, DRAIN_BATCH).await?;
+            let publishes = batch.iter().filter_map(|raw| {
+                let parked = serde_json::from_str::<Parked>(raw).ok()?;
+                Some(async move { self.broker.publish(&Envelope::Webhook(parked.job)).await })
+            });
+            for published in futures_util::future::join_all(publishes).await {
+                published?;
+            }
+            match self.circuits.trim(id, token, now_ms(), batch.len()).await? {
+                Step::Held => continue,
+                Step::Closed | Step::Lost => return Ok(()),
+            }
+        }
+    }
+
+    /// Why the application's endpoint is disabled, if it is.
+    fn disabled(&self, job: &WebhookJob, target: &Target) -> Option<String> {
+        let reason = target.disabled.clone()?;
+        tracing::info!(webhook_id = %job.webhook_id, "endpoint disabled: webhook dead-lettered");
+        Some(reason)
+    }
+}
+
+impl Notifier {
     /// When a webhook of `message` waiting for its turn comes back: at
     /// `due_ms`, or just after the same message's last deferred one.
     fn behind(&self, message: &str, due_ms: i64) -> i64 {
         let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        if deferred.len() >= MAX_HOSTS {
+        if deferred.len() >= MAX_MESSAGES {
             let now = now_ms();
             deferred.retain(|_, due| *due > now);
         }
@@ -359,19 +708,92 @@ impl Notifier {
         Ok(())
     }
 
-    /// The application's webhook URL and the account's signature secret;
-    /// `None` when the webhook has nowhere to go, or was delivered already
-    /// (a duplicate job).
+    /// Keeps a failed attempt in the webhook's history.
+    async fn record_attempt(&self, job: &WebhookJob, failed: &Failed) -> Result<(), NotifyError> {
+        let key = self.keys.webhook_attempts(&job.webhook_id);
+        redis::pipe()
+            .rpush(
+                &key,
+                serde_json::to_string(&failed.record()).unwrap_or_default(),
+            )
+            .ignore()
+            .expire(&key, self.config.record_ttl_secs as i64)
+            .ignore()
+            .exec_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps `job` as a dead letter of its application, with `reason`.
+    async fn dead_letter(
+        &self,
+        mut job: WebhookJob,
+        why: &'static str,
+        reason: String,
+    ) -> Result<(), NotifyError> {
+        let kind = job.kind.as_str();
+        count_attempt(kind, why);
+        metrics::counter!("dispatch_webhook_dead_letters_total", "kind" => kind, "reason" => why)
+            .increment(1);
+        tracing::warn!(attempts = job.attempts, reason = %reason, "webhook dead-lettered");
+        job.reason = Some(reason);
+        let key = self.keys.dead_letters(&dead_letter_scope(&job));
+        redis::pipe()
+            .hset(
+                &key,
+                &job.webhook_id,
+                serde_json::to_string(&job).unwrap_or_default(),
+            )
+            .ignore()
+            .expire(&key, self.config.record_ttl_secs as i64)
+            .ignore()
+            .exec_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Disables the job's application's endpoint after a `410 Gone`;
+    /// returns the reason kept with it.
+    async fn disable(&self, job: &WebhookJob, target: &Target) -> Result<String, NotifyError> {
+        let reason =
+            "the endpoint answered 410 Gone: disabled until the application's webhook URL \
+                      is set again or its dead letters are replayed"
+                .to_owned();
+        if let Some(app) = job.application_id {
+            tracing::warn!(origin = %target.origin, "webhook endpoint gone: disabled");
+            dispatch_infra::endpoints::disable(
+                &self.redis,
+                &self.keys,
+                &app.to_string(),
+                &target.endpoint,
+                &reason,
+            )
+            .await?;
+        }
+        Ok(reason)
+    }
+
+    /// The application's webhook URL, the account's signature secret and
+    /// the application's disabled endpoints; `None` when the webhook has
+    /// nowhere to go, or was delivered already (a duplicate job).
     async fn destination(&self, job: &WebhookJob) -> Result<Option<Destination>, NotifyError> {
         let Some(app) = job.application_id else {
             tracing::debug!("no application: nowhere to send this webhook");
             return Ok(None);
         };
+        let app_id = app.to_string();
         let mut conn = self.redis.clone();
-        let (delivered, app, secret): (bool, Option<String>, Option<String>) = redis::pipe()
+        type Read = (
+            bool,
+            Option<String>,
+            Option<String>,
+            HashMap<String, String>,
+        );
+        let (delivered, app, secret, disabled): Read = redis::pipe()
             .exists(self.keys.webhook_delivered(&job.webhook_id))
-            .get(self.keys.application(&app.to_string()))
+            .get(self.keys.application(&app_id))
             .hget(self.keys.account(&job.account), "signature_secret")
+            .hgetall(self.keys.disabled_endpoints(&app_id))
             .query_async(&mut conn)
             .await?;
         if delivered {
@@ -408,36 +830,43 @@ impl Notifier {
             url,
             method,
             secret,
+            disabled,
         }))
     }
 
-    /// One attempt: `Ok` when delivered, `Err` a failed attempt.
-    async fn attempt(&self, job: &WebhookJob, to: &Destination) -> Result<(), Failed> {
-        let started = Instant::now();
-        let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| Failed {
-            at_ms: now_ms(),
-            status,
-            latency_ms: started.elapsed().as_millis() as u64,
-            error,
-            retry_after,
-            permanent: false,
-            busy: false,
+    /// The destination's URL checked as a target; a refusal is a failed
+    /// attempt that no retry can mend.
+    fn target(&self, to: Destination) -> Result<Target, Failed> {
+        let url = guard::check_url(&to.url, self.config.allow_private_webhooks)
+            .map_err(|e| Failed::now(None, e.to_string(), None, 0))?;
+        let origin = url.origin().ascii_serialization();
+        let endpoint = circuit::endpoint_of(&url);
+        let disabled = to.disabled.get(&endpoint).cloned();
+        Ok(Target {
+            endpoint_id: circuit::endpoint_id(&endpoint),
+            url,
+            origin,
+            endpoint,
+            method: to.method,
+            secret: to.secret,
+            disabled,
+        })
+    }
+
+    /// One try, with the endpoint's and origin's slots (waiting at most
+    /// `wait` for them); a delivered webhook is marked so.
+    async fn attempt(&self, job: &WebhookJob, to: &Target, wait: Duration) -> Attempted {
+        let Some(_slots) = self.slots.acquire(&to.origin, &to.endpoint, wait).await else {
+            return Attempted::Busy;
         };
-        let url =
-            guard::check_url(&to.url, self.config.allow_private_webhooks).map_err(|e| Failed {
-                permanent: true,
-                ..failed(None, e.to_string(), None)
-            })?;
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let slots = self
-            .open_slots(&host)
-            .map_err(|open_ms| Failed::busy(Duration::from_millis(open_ms as u64)))?;
-        // A host whose slots stay busy does not get to hold this
-        // notifier's prefetch: after a short wait the webhook goes back to
-        // the timer instead.
-        let slot = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await;
-        let Ok(Ok(_slot)) = slot else {
-            return Err(Failed::busy(Duration::ZERO));
+        let started = Instant::now();
+        let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| {
+            Failed::now(
+                status,
+                error,
+                retry_after,
+                started.elapsed().as_millis() as u64,
+            )
         };
         let body = serde_json::to_vec(&job.body).unwrap_or_default();
         let signer = sign::Signer {
@@ -446,44 +875,50 @@ impl Notifier {
             api_key: &job.account,
             application_id: job.application_id.map(|a| a.to_string()),
         };
-        let headers = signer
-            .headers(&job.webhook_id, now_ms() / 1000, &body)
-            .map_err(|e| failed(None, format!("signing: {e}"), None))?;
+        let headers = match signer.headers(&job.webhook_id, now_ms() / 1000, &body) {
+            Ok(headers) => headers,
+            Err(e) => return Attempted::Failed(failed(None, format!("signing: {e}"), None)),
+        };
         let mut request = self
             .http
-            .request(to.method.clone(), url)
+            .request(to.method.clone(), to.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let post = tracing::info_span!("webhook.post", otel.kind = "client", host = %host);
+        let post = tracing::info_span!("webhook.post", otel.kind = "client", origin = %to.origin);
         request = request.headers(post.in_scope(dispatch_infra::telemetry::trace_headers));
-        let sent_at = Instant::now();
         let result = request.send().instrument(post).await;
         metrics::histogram!("dispatch_webhook_request_duration_seconds", "kind" => job.kind.as_str())
-            .record(sent_at.elapsed());
-        let outcome = match result {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => {
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let status = response.status();
-                Err(failed(
-                    Some(status.as_u16()),
-                    format!("HTTP {status}"),
-                    retry_after,
-                ))
-            }
+            .record(started.elapsed());
+        let response = match result {
+            Ok(response) => response,
             // Without the URL: its query may hold the receiver's secrets.
-            Err(e) => Err(failed(None, error_chain(&e.without_url()), None)),
+            Err(e) => return Attempted::Failed(failed(None, error_chain(&e.without_url()), None)),
         };
-        self.note(&host, outcome.is_ok());
-        outcome?;
+        let status = response.status();
+        if status == reqwest::StatusCode::GONE {
+            return Attempted::Gone(failed(
+                Some(status.as_u16()),
+                format!("HTTP {status}"),
+                None,
+            ));
+        }
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Attempted::Failed(failed(
+                Some(status.as_u16()),
+                format!("HTTP {status}"),
+                retry_after,
+            ));
+        }
+        self.slots.note(&to.endpoint, true);
         let _: Result<(), _> = redis::cmd("SET")
             .arg(self.keys.webhook_delivered(&job.webhook_id))
             .arg(1)
@@ -496,51 +931,7 @@ impl Notifier {
         let lag_ms = (now_ms() - job.event_at_ms).max(0);
         metrics::histogram!("dispatch_webhook_delivery_lag_seconds", "kind" => job.kind.as_str())
             .record(lag_ms as f64 / 1000.0);
-        Ok(())
-    }
-
-    /// The host's request slots, or how long its circuit stays open.
-    fn open_slots(&self, host: &str) -> Result<Arc<Semaphore>, u128> {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        if hosts.len() >= MAX_HOSTS && !hosts.contains_key(host) {
-            // Forget hosts with nothing in flight and nothing to remember.
-            let per_host = self.config.webhook_concurrency_per_host;
-            hosts.retain(|_, h| {
-                h.failures > 0 || h.open_until.is_some() || h.slots.available_permits() < per_host
-            });
-        }
-        let entry = hosts.entry(host.to_owned()).or_insert_with(|| Host {
-            slots: Arc::new(Semaphore::new(self.config.webhook_concurrency_per_host)),
-            failures: 0,
-            open_until: None,
-        });
-        if let Some(until) = entry.open_until {
-            let now = Instant::now();
-            if now < until {
-                return Err((until - now).as_millis());
-            }
-            // Half-open: let attempts through; one more failure re-opens.
-            entry.open_until = None;
-            entry.failures = self.config.webhook_circuit_failures.saturating_sub(1);
-        }
-        Ok(entry.slots.clone())
-    }
-
-    fn note(&self, host: &str, ok: bool) {
-        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = hosts.get_mut(host) {
-            if ok {
-                entry.failures = 0;
-            } else {
-                entry.failures += 1;
-                if entry.failures >= self.config.webhook_circuit_failures {
-                    tracing::warn!(%host, "webhook receiver keeps failing: pausing it");
-                    entry.open_until = Some(
-                        Instant::now() + Duration::from_millis(self.config.webhook_circuit_open_ms),
-                    );
-                }
-            }
-        }
+        Attempted::Delivered
     }
 }
 
@@ -551,24 +942,21 @@ struct Failed {
     latency_ms: u64,
     error: String,
     retry_after: Option<Duration>,
-    /// Retrying cannot help (a refused target).
-    permanent: bool,
-    /// Not an attempt: the destination had no free slot.
-    busy: bool,
 }
 
 impl Failed {
-    /// Not an attempt: no slot, or the destination's circuit is open (for
-    /// `wait` more).
-    fn busy(wait: Duration) -> Self {
+    fn now(
+        status: Option<u16>,
+        error: String,
+        retry_after: Option<Duration>,
+        latency_ms: u64,
+    ) -> Self {
         Failed {
             at_ms: now_ms(),
-            status: None,
-            latency_ms: 0,
-            error: "destination busy".into(),
-            retry_after: Some(wait),
-            permanent: false,
-            busy: true,
+            status,
+            latency_ms,
+            error,
+            retry_after,
         }
     }
 
@@ -578,6 +966,35 @@ impl Failed {
             status: self.status,
             latency_ms: self.latency_ms,
             error: self.error.clone(),
+        }
+    }
+}
+
+/// Reads the circuit and disabled-endpoint gauges from Redis every
+/// `interval`: deployment-wide figures, the same at every notifier.
+async fn gauges(
+    circuits: Circuits,
+    redis: Redis,
+    keys: Keys,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let disabled: Result<u64, _> = redis::cmd("SCARD")
+            .arg(keys.disabled_endpoints_all())
+            .query_async(&mut redis.clone())
+            .await;
+        match (circuits.gauges().await, disabled) {
+            (Ok((open, waiting)), Ok(disabled)) => {
+                metrics::gauge!("dispatch_webhook_circuits_open").set(open as f64);
+                metrics::gauge!("dispatch_webhook_parked").set(waiting as f64);
+                metrics::gauge!("dispatch_webhook_endpoints_disabled").set(disabled as f64);
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "gauges not read"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }

@@ -128,7 +128,7 @@ impl Engine {
             Envelope::WorkflowAccepted(a) => (a.workflow_id, Some(a)),
             Envelope::Status(s) => (s.workflow_id, None),
             Envelope::Deadline(d) => (d.workflow_id, None),
-            Envelope::Send(_) | Envelope::Webhook(_) => {
+            Envelope::Send(_) | Envelope::Webhook(_) | Envelope::WebhookProbe(_) => {
                 tracing::warn!(routing_key = %incoming.routing_key, "not a workflow event");
                 return Outcome::Reject;
             }

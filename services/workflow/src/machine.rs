@@ -297,6 +297,7 @@ fn message_status_webhook(
         event_at_ms: event.at_ms,
         body,
         attempts: 0,
+        reason: None,
     })
 }
 
@@ -344,6 +345,7 @@ fn final_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
         event_at_ms: ctx.now_ms,
         body,
         attempts: 0,
+        reason: None,
     })
 }
 

@@ -146,8 +146,18 @@ pub struct Config {
     pub webhook_concurrency_per_host: usize,
     /// Consecutive failures that open a destination's circuit.
     pub webhook_circuit_failures: u32,
-    /// How long an open circuit sends nothing to its destination.
+    /// How long an open circuit sends nothing to its destination before
+    /// its first probe; doubled after each failed probe, up to
+    /// `webhook_circuit_open_max_ms`.
     pub webhook_circuit_open_ms: u64,
+    pub webhook_circuit_open_max_ms: u64,
+    /// The share of its origin's `webhook_concurrency_per_host` slots one
+    /// endpoint (URL without its query) may hold, so that an endpoint
+    /// that hangs leaves room for its siblings on the same origin.
+    pub webhook_endpoint_share: f64,
+    /// How often each notifier reads the circuit and disabled-endpoint
+    /// gauges from Redis.
+    pub notifier_gauge_interval_ms: u64,
 }
 
 /// Which provider serves a channel, how to reach it, and with which
@@ -334,6 +344,9 @@ impl Default for Config {
             webhook_concurrency_per_host: 32,
             webhook_circuit_failures: 10,
             webhook_circuit_open_ms: 30_000,
+            webhook_circuit_open_max_ms: 600_000,
+            webhook_endpoint_share: 0.5,
+            notifier_gauge_interval_ms: 10_000,
         }
     }
 }
@@ -425,6 +438,15 @@ impl Config {
                 "webhook_retry_schedule_ms",
                 self.webhook_retry_schedule_ms.len() as u64,
             ),
+            (
+                "webhook_circuit_failures",
+                u64::from(self.webhook_circuit_failures),
+            ),
+            ("webhook_circuit_open_ms", self.webhook_circuit_open_ms),
+            (
+                "notifier_gauge_interval_ms",
+                self.notifier_gauge_interval_ms,
+            ),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than zero");
@@ -458,6 +480,18 @@ impl Config {
         }
         if self.amqp_delivery_limit == Some(0) {
             return bad("amqp_delivery_limit", "must be greater than zero");
+        }
+        if self.webhook_circuit_open_max_ms < self.webhook_circuit_open_ms {
+            return bad(
+                "webhook_circuit_open_max_ms",
+                "must be at least webhook_circuit_open_ms",
+            );
+        }
+        if !(self.webhook_endpoint_share > 0.0 && self.webhook_endpoint_share <= 1.0) {
+            return bad(
+                "webhook_endpoint_share",
+                "must be greater than 0 and at most 1",
+            );
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");

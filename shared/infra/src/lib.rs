@@ -7,6 +7,7 @@ pub mod broker;
 pub mod config;
 pub mod consume;
 pub mod crypto;
+pub mod endpoints;
 pub mod providers;
 pub mod receipts;
 pub mod redis;

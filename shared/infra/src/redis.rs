@@ -107,6 +107,36 @@ impl Keys {
         format!("{}:deadletters:{scope}", self.prefix)
     }
 
+    /// Hash of a webhook endpoint's circuit (`endpoint_id`: see the
+    /// notifier's `circuit` module): `state`, `until`, `period`, `token`.
+    pub fn circuit(&self, endpoint_id: &str) -> String {
+        format!("{}:circuit:{endpoint_id}", self.prefix)
+    }
+
+    /// List of the webhooks waiting for an endpoint's circuit to close,
+    /// oldest first.
+    pub fn circuit_parked(&self, endpoint_id: &str) -> String {
+        format!("{}:circuit:{endpoint_id}:parked", self.prefix)
+    }
+
+    /// Sorted set of the endpoint ids whose circuit is not closed, scored
+    /// by when it opened (for the gauges).
+    pub fn circuits(&self) -> String {
+        format!("{}:circuits", self.prefix)
+    }
+
+    /// Hash endpoint URL → why it is disabled: an application's webhook
+    /// endpoints that answered `410 Gone`.
+    pub fn disabled_endpoints(&self, application_id: &str) -> String {
+        format!("{}:disabled:{application_id}", self.prefix)
+    }
+
+    /// Set of `{application_id} {endpoint}` of every disabled endpoint
+    /// (for the gauge).
+    pub fn disabled_endpoints_all(&self) -> String {
+        format!("{}:disabled", self.prefix)
+    }
+
     /// Sorted set of timer entry ids, scored by due time in ms.
     pub fn timer_due(&self) -> String {
         format!("{}:timer:due", self.prefix)

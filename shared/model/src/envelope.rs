@@ -18,6 +18,8 @@ pub const WORKFLOW_ACCEPTED: &str = "workflow.accepted";
 pub const WORKFLOW_STATUS: &str = "workflow.status";
 /// Routing key of fired step deadlines (from the timer).
 pub const WORKFLOW_DEADLINE: &str = "workflow.deadline";
+/// Routing key of an open circuit's probe (bound to the webhooks queue).
+pub const WEBHOOK_PROBE: &str = "webhook.probe";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -32,6 +34,8 @@ pub enum Envelope {
     Send(Box<SendCommand>),
     #[serde(rename = "webhook.v1")]
     Webhook(WebhookJob),
+    #[serde(rename = "webhook.probe.v1")]
+    WebhookProbe(WebhookProbe),
 }
 
 impl Envelope {
@@ -42,6 +46,7 @@ impl Envelope {
             Envelope::Deadline(_) => WORKFLOW_DEADLINE.into(),
             Envelope::Send(s) => send_routing_key(s.channel),
             Envelope::Webhook(w) => format!("webhook.{}", w.kind.as_str()),
+            Envelope::WebhookProbe(_) => WEBHOOK_PROBE.into(),
         }
     }
 
@@ -54,6 +59,7 @@ impl Envelope {
             Envelope::Deadline(d) => format!("{}:deadline", d.message_uuid),
             Envelope::Send(s) => s.message_uuid.to_string(),
             Envelope::Webhook(w) => w.webhook_id.clone(),
+            Envelope::WebhookProbe(p) => format!("probe:{}", p.endpoint_id),
         }
     }
 
@@ -181,4 +187,15 @@ pub struct WebhookJob {
     /// Delivery attempts made so far (0 for a new webhook).
     #[serde(default)]
     pub attempts: u32,
+    /// Why the job is a dead letter (set when it becomes one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Time for an open circuit's probe: the notifier tries the endpoint
+/// with the first webhook waiting for it (`endpoint_id` as in the
+/// notifier's circuit keys), or sends on what waited once it is closed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookProbe {
+    pub endpoint_id: String,
 }

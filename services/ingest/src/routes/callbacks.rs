@@ -324,6 +324,7 @@ async fn inbound_event(state: &AppState, owner: Option<&Owner>, inbound: Inbound
             "message": inbound.message,
         }),
         attempts: 0,
+        reason: None,
     };
     if let Err(e) = state.broker.publish(&Envelope::Webhook(job)).await {
         tracing::warn!(error = %e, "could not publish an inbound message");

@@ -25,7 +25,7 @@ async fn dead_letters(
     state: &AppState,
     headers: &HeaderMap,
     app: &str,
-) -> ApiResult<(String, Vec<WebhookJob>)> {
+) -> ApiResult<(String, Vec<WebhookJob>, String)> {
     let principal = auth::any(state, headers).await?;
     let app = load_owned(state, &principal.account, app).await?;
     let key = state.keys.dead_letters(&app.id.to_string());
@@ -35,7 +35,7 @@ async fn dead_letters(
         .filter_map(|r| serde_json::from_str(r).ok())
         .collect();
     jobs.sort_by_key(|j| j.event_at_ms);
-    Ok((key, jobs))
+    Ok((key, jobs, app.id.to_string()))
 }
 
 pub async fn list(
@@ -43,7 +43,7 @@ pub async fn list(
     headers: HeaderMap,
     Path(app): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let (_, jobs) = dead_letters(&state, &headers, &app).await?;
+    let (_, jobs, _) = dead_letters(&state, &headers, &app).await?;
     let mut items = Vec::with_capacity(jobs.len());
     for job in jobs {
         let attempts: Vec<String> = state
@@ -65,6 +65,7 @@ pub async fn list(
             "kind": job.kind,
             "event_at": iso_timestamp(job.event_at_ms),
             "body": job.body,
+            "reason": job.reason,
             "attempts": attempts,
         }));
     }
@@ -79,7 +80,8 @@ pub async fn retry_all(
     headers: HeaderMap,
     Path(app): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (key, jobs) = dead_letters(&state, &headers, &app).await?;
+    let (key, jobs, app) = dead_letters(&state, &headers, &app).await?;
+    enable_endpoints(&state, &app).await?;
     let mut replayed = 0;
     for job in jobs {
         replay(&state, &key, job).await?;
@@ -93,13 +95,21 @@ pub async fn retry_one(
     headers: HeaderMap,
     Path((app, webhook_id)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (key, jobs) = dead_letters(&state, &headers, &app).await?;
+    let (key, jobs, app) = dead_letters(&state, &headers, &app).await?;
     let job = jobs
         .into_iter()
         .find(|j| j.webhook_id == webhook_id)
         .ok_or(ApiError::NotFound)?;
+    enable_endpoints(&state, &app).await?;
     replay(&state, &key, job).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": 1 }))))
+}
+
+/// A replay is the application's word that its endpoints take webhooks
+/// again: those disabled by a `410 Gone` are enabled.
+async fn enable_endpoints(state: &AppState, app: &str) -> ApiResult<()> {
+    dispatch_infra::endpoints::enable_all(&state.redis(), &state.keys, app).await?;
+    Ok(())
 }
 
 /// Queues `job` again with a fresh schedule, then forgets the dead letter.
@@ -108,7 +118,11 @@ async fn replay(state: &AppState, key: &str, job: WebhookJob) -> ApiResult<()> {
     // before this returns, and that new entry must stay.
     let stored = serde_json::to_string(&job).map_err(|e| ApiError::Internal(e.into()))?;
     let _: usize = state.redis().hdel(key, &job.webhook_id).await?;
-    let fresh = WebhookJob { attempts: 0, ..job };
+    let fresh = WebhookJob {
+        attempts: 0,
+        reason: None,
+        ..job
+    };
     if let Err(e) = state
         .broker
         .publish(&Envelope::Webhook(fresh.clone()))
