@@ -303,3 +303,48 @@ async fn a_gone_endpoint_is_disabled_until_replayed() {
     })
     .await;
 }
+
+/// Webhooks parked longer than the retry schedule's span are dead letters
+/// that say why.
+#[tokio::test]
+async fn webhooks_parked_past_the_retry_span_are_dead_lettered() {
+    let sys = System::start_with_notifier(|c| {
+        isolated(c);
+        c.webhook_retry_schedule_ms = vec![0, 100, 100];
+        c.webhook_circuit_open_ms = 300;
+        c.webhook_circuit_open_max_ms = 300;
+    })
+    .await;
+    let receiver = Receiver::start(|_| Answer::Status(500)).await;
+    let (app, _) = sys.application(&receiver.url("hook")).await;
+    publish_webhooks(&sys, &app, 200).await;
+    let failed = format!("/v1/applications/{app}/webhooks/failed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (_, listed) = sys.get_basic(&failed).await;
+        if listed["count"] == 200 {
+            break listed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every webhook dead-lettered: {}",
+            listed["count"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let waited = listed["_embedded"]["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .filter(|w| w["reason"].as_str().is_some_and(|r| r.contains("circuit")))
+        .count();
+    assert!(
+        waited >= 150,
+        "{waited} dead letters say they waited for the circuit"
+    );
+    assert!(
+        receiver.count("hook") < 50,
+        "{} requests: parked webhooks are not tried",
+        receiver.count("hook")
+    );
+}

@@ -141,6 +141,7 @@ pub async fn run_with(
         circuits: circuits.clone(),
         messages: Mutex::new(HashMap::new()),
         deferred: Mutex::new(HashMap::new()),
+        gone: Mutex::new(Default::default()),
         config: config.clone(),
     });
     tokio::spawn(gauges(
@@ -184,6 +185,8 @@ struct Notifier {
     messages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per message, when its last webhook deferred for its turn comes back.
     deferred: Mutex<HashMap<String, i64>>,
+    /// `{application} {endpoint}` this notifier saw answer `410 Gone`.
+    gone: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,10 +225,26 @@ enum Attempted {
     Delivered,
     /// Not an attempt: the endpoint or its origin had no free slot.
     Busy,
+    /// Not an attempt: the endpoint's circuit opened while the webhook
+    /// waited for its slot.
+    Open,
+    /// Not an attempt: the application's endpoint was disabled while the
+    /// webhook waited for its slot; why.
+    Disabled(String),
     /// A failed attempt.
     Failed(Failed),
     /// The receiver answered `410 Gone`: the endpoint is to be disabled.
     Gone(Failed),
+}
+
+/// Whether a try is a circuit's probe.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Try {
+    /// Waits [`SLOT_WAIT`] at most for a slot, and not at all once the
+    /// endpoint's circuit is open.
+    Normal,
+    /// Waits for a slot as long as an attempt may take.
+    Probe,
 }
 
 /// A webhook waiting in an open circuit's list.
@@ -347,7 +366,7 @@ impl Notifier {
             }
             self.slots.set_open(&target.endpoint, false);
         }
-        let attempted = self.attempt(&job, &target, SLOT_WAIT).await;
+        let attempted = self.attempt(&job, &target, Try::Normal).await;
         self.settle(job, &target, attempted).await
     }
 
@@ -361,7 +380,9 @@ impl Notifier {
         let kind = job.kind.as_str();
         let failed = match attempted {
             Attempted::Delivered => return Ok(()),
-            Attempted::Busy => {
+            Attempted::Open if self.park(&job, target).await? => return Ok(()),
+            Attempted::Disabled(reason) => return self.dead_letter(job, "disabled", reason).await,
+            Attempted::Busy | Attempted::Open => {
                 count_attempt(kind, "deferred");
                 // Not an attempt: come back when there may be room; with
                 // jitter, but behind the message's webhooks deferred before.
@@ -373,8 +394,8 @@ impl Notifier {
                 return self.later(&job, due_ms).await;
             }
             Attempted::Gone(failed) => {
-                self.record_attempt(&job, &failed).await?;
                 let reason = self.disable(&job, target).await?;
+                self.record_attempt(&job, &failed).await?;
                 return self.dead_letter(job, "disabled", reason).await;
             }
             Attempted::Failed(failed) => failed,
@@ -512,8 +533,7 @@ impl Notifier {
                 }
                 continue;
             }
-            let wait = Duration::from_millis(self.config.webhook_timeout_ms);
-            return match self.attempt(&job, &target, wait).await {
+            return match self.attempt(&job, &target, Try::Probe).await {
                 Attempted::Delivered => self.probe_succeeded(id, token, &target).await,
                 Attempted::Gone(failed) => {
                     // The endpoint answers: the circuit closes, and this
@@ -523,7 +543,14 @@ impl Notifier {
                     self.dead_letter(job, "disabled", reason).await?;
                     self.probe_succeeded(id, token, &target).await
                 }
-                Attempted::Busy => {
+                Attempted::Disabled(reason) => {
+                    self.dead_letter(job, "disabled", reason).await?;
+                    if self.circuits.trim(id, token, now_ms(), 1).await? != Step::Held {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Attempted::Busy | Attempted::Open => {
                     // Not an attempt: try again after a normal period.
                     let until_ms = now_ms() + self.config.webhook_circuit_open_ms as i64;
                     self.schedule_probe(id, until_ms).await
@@ -652,6 +679,37 @@ impl Notifier {
         }
     }
 
+    /// Why the application's endpoint is disabled, if this notifier saw
+    /// it answer `410 Gone` and it still is: webhooks that read their
+    /// destination before the `410` and waited for a slot meanwhile are
+    /// not sent to it.
+    async fn gone_since_read(&self, app: &str, endpoint: &str) -> Option<String> {
+        let key = format!("{app} {endpoint}");
+        if !self
+            .gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return None;
+        }
+        let reason: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.disabled_endpoints(app))
+            .arg(endpoint)
+            .query_async(&mut self.redis.clone())
+            .await
+            .ok()
+            .flatten();
+        if reason.is_none() {
+            // Enabled again.
+            self.gone
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+        reason
+    }
+
     /// Why the application's endpoint is disabled, if it is.
     fn disabled(&self, job: &WebhookJob, target: &Target) -> Option<String> {
         let reason = target.disabled.clone()?;
@@ -769,6 +827,13 @@ impl Notifier {
                 &reason,
             )
             .await?;
+            // After the write: a webhook that finds this entry finds the
+            // endpoint disabled in Redis too.
+            let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+            if gone.len() >= MAX_MESSAGES {
+                gone.clear();
+            }
+            gone.insert(format!("{app} {}", target.endpoint));
         }
         Ok(reason)
     }
@@ -853,12 +918,25 @@ impl Notifier {
         })
     }
 
-    /// One try, with the endpoint's and origin's slots (waiting at most
-    /// `wait` for them); a delivered webhook is marked so.
-    async fn attempt(&self, job: &WebhookJob, to: &Target, wait: Duration) -> Attempted {
+    /// One try, with the endpoint's and origin's slots; a delivered
+    /// webhook is marked so.
+    async fn attempt(&self, job: &WebhookJob, to: &Target, how: Try) -> Attempted {
+        let wait = match how {
+            Try::Normal => SLOT_WAIT,
+            Try::Probe => Duration::from_millis(self.config.webhook_timeout_ms),
+        };
         let Some(_slots) = self.slots.acquire(&to.origin, &to.endpoint, wait).await else {
             return Attempted::Busy;
         };
+        if how == Try::Normal && self.slots.seen_open(&to.endpoint) {
+            // The circuit opened while this webhook waited for its slot.
+            return Attempted::Open;
+        }
+        if let Some(app) = job.application_id
+            && let Some(reason) = self.gone_since_read(&app.to_string(), &to.endpoint).await
+        {
+            return Attempted::Disabled(reason);
+        }
         let started = Instant::now();
         let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| {
             Failed::now(
