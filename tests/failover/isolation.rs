@@ -243,9 +243,10 @@ async fn publish_webhooks(sys: &System, app: &str, n: usize) {
 }
 
 /// A `410 Gone` disables the endpoint: what was pending and what comes
-/// later are dead letters saying so. A replay enables it again.
+/// later are dead letters saying so. A replay, or setting the
+/// application's webhook URLs again, enables it.
 #[tokio::test]
-async fn a_gone_endpoint_is_disabled_until_replayed() {
+async fn a_gone_endpoint_is_disabled_until_replayed_or_set_again() {
     let sys = System::start_with_notifier(isolated).await;
     let gone = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let answer = gone.clone();
@@ -301,6 +302,36 @@ async fn a_gone_endpoint_is_disabled_until_replayed() {
     wait_for("a new dispatch's report", Duration::from_secs(20), || {
         receiver.final_reports("hook") == 6
     })
+    .await;
+
+    // Gone again, then the application's webhook URL is set again.
+    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    dispatches(&sys, &auth, 1, "38").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sys.get_basic(&failed).await.1["count"] != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "disabled again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gone.store(false, std::sync::atomic::Ordering::SeqCst);
+    let status = sys
+        .client()
+        .put(format!("{}/v2/applications/{app}", sys.url))
+        .basic_auth(&sys.api_key, Some(&sys.api_secret))
+        .json(
+            &json!({"name": "test", "capabilities": {"messages": {"webhooks": {
+            "status_url": {"address": receiver.url("hook"), "http_method": "POST"}}}}}),
+        )
+        .send()
+        .await
+        .expect("PUT application")
+        .status();
+    assert_eq!(status, 200);
+    dispatches(&sys, &auth, 1, "39").await;
+    wait_for(
+        "a report after the URL was set again",
+        Duration::from_secs(20),
+        || receiver.final_reports("hook") == 7,
+    )
     .await;
 }
 
