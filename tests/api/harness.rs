@@ -35,6 +35,8 @@ pub fn test_config() -> Config {
     // Queues of finished tests go away by themselves.
     config.amqp_queue_expires_ms = Some(60_000);
     config.publish_timeout_ms = 2_000;
+    // The tests route providers to fakes on loopback.
+    config.allow_private_provider_urls = true;
     config
 }
 

@@ -6,6 +6,7 @@ mod isolation;
 mod lifecycle;
 mod providers;
 mod system;
+mod targets;
 mod webhooks;
 
 use std::time::Duration;

@@ -67,6 +67,8 @@ pub fn test_config() -> Config {
     config.last_step_horizon_ms = 5_000;
     config.simulator_delay_ms = 20;
     config.sender_retry_base_ms = 20;
+    // The tests route providers to fakes on loopback.
+    config.allow_private_provider_urls = true;
     config
 }
 
@@ -402,6 +404,10 @@ impl System {
             .env(
                 "DISPATCH_ALLOW_PRIVATE_WEBHOOKS",
                 c.allow_private_webhooks.to_string(),
+            )
+            .env(
+                "DISPATCH_ALLOW_PRIVATE_PROVIDER_URLS",
+                c.allow_private_provider_urls.to_string(),
             )
             .env(
                 "DISPATCH_WEBHOOK_RETRY_SCHEDULE_MS",

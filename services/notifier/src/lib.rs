@@ -49,7 +49,6 @@
 
 pub mod bench;
 pub mod circuit;
-pub mod guard;
 pub mod schedule;
 pub mod sign;
 pub mod slots;
@@ -61,6 +60,7 @@ use std::time::{Duration, Instant};
 use circuit::{Circuits, Step, Turn};
 use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
+use dispatch_infra::guard;
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::timer::Scheduler;
 use dispatch_infra::{Config, Connections};
@@ -116,8 +116,7 @@ pub async fn run_with(
         .timeout(Duration::from_millis(config.webhook_timeout_ms))
         .redirect(reqwest::redirect::Policy::none());
     if !config.allow_private_webhooks {
-        // A proxy would resolve the target itself, past the check.
-        http = http.dns_resolver(guard::PublicOnly).no_proxy();
+        http = guard::public_only(http);
     }
     // A prober holds its lease across one attempt, with room to spare.
     let lease_ms = config.webhook_connect_timeout_ms + config.webhook_timeout_ms + 5_000;

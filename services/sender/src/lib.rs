@@ -80,6 +80,10 @@ pub async fn run_with(
     let sender = Arc::new(Sender {
         receipts: Receipts::new(redis.clone(), keys.clone(), config.record_ttl_secs),
         providers: Providers::new(Duration::from_millis(config.provider_timeout_ms))?,
+        public_only: match config.allow_private_provider_urls {
+            true => Providers::new(Duration::from_millis(config.provider_timeout_ms))?,
+            false => Providers::public_only(Duration::from_millis(config.provider_timeout_ms))?,
+        },
         store: ProviderStore::new(
             connections.redis.clone(),
             keys.clone(),
@@ -122,10 +126,26 @@ struct Sender {
     redis: Redis,
     keys: Keys,
     receipts: Receipts,
+    /// Adapters for the configuration's providers, the operator's.
     providers: Providers,
+    /// Adapters for provider records that accounts set: public targets
+    /// only, unless `allow_private_provider_urls`.
+    public_only: Providers,
     store: ProviderStore,
     callback_base: String,
     config: Config,
+}
+
+/// Whose provider settings a send uses, which decides what its URL may
+/// reach.
+#[derive(Clone, Copy)]
+enum Whose {
+    /// The configuration's: the operator's, trusted (it may name an
+    /// egress proxy or an internal gateway).
+    Operator,
+    /// A record an account set through the API: checked by the target
+    /// guard.
+    Account,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,9 +239,9 @@ impl Sender {
         if !locked {
             return Err(HandleError::Busy);
         }
-        let settings = self.settings(command, settings);
+        let (settings, whose) = self.settings(command, settings);
         let result = self
-            .send_locked(command, target, settings, limiter, &lock)
+            .send_locked(command, target, settings, whose, limiter, &lock)
             .await;
         if let Err(e) = lock.release(&mut conn).await {
             tracing::debug!(error = %e, "could not release the send lock; it expires");
@@ -264,10 +284,31 @@ impl Sender {
         command: &SendCommand,
         target: MessageRef,
         settings: ProviderSettings,
+        whose: Whose,
         limiter: Option<&DefaultDirectRateLimiter>,
         lock: &Lock,
     ) -> Result<(), HandleError> {
-        let provider = self.providers.get(settings.kind);
+        let provider = match whose {
+            Whose::Operator => self.providers.get(settings.kind),
+            Whose::Account => {
+                // The resolver refuses internal names; literal addresses
+                // are refused here.
+                if !settings.url.is_empty()
+                    && let Err(why) = dispatch_infra::guard::check_url(
+                        &settings.url,
+                        self.config.allow_private_provider_urls,
+                    )
+                {
+                    tracing::warn!(%why, "provider URL refused");
+                    let error = MessageError {
+                        code: 1020,
+                        reason: "The provider URL is not allowed".into(),
+                    };
+                    return self.reject(target, error).await;
+                }
+                self.public_only.get(settings.kind)
+            }
+        };
         if let Some(error) = self.breaks_a_rule(command, &settings).await? {
             metrics::counter!(
                 "dispatch_rule_rejections_total",
@@ -368,10 +409,13 @@ impl Sender {
             }
             Err(SendError::Permanent(error)) => self.reject(target, error).await,
             Err(SendError::Transient { reason, .. }) => {
+                // The reason stays in the log: it may be a connection
+                // error's text or a status line, which are not for the
+                // client (they would map the provider's network).
                 tracing::warn!(attempts = attempt, %reason, "provider unavailable; giving up");
                 let error = MessageError {
                     code: 1331,
-                    reason: format!("Provider error: {reason}"),
+                    reason: "Provider error: the provider was unavailable".into(),
                 };
                 self.reject(target, error).await
             }
@@ -519,8 +563,13 @@ impl Sender {
     }
 
     /// The provider for this message: the application's setting, else the
-    /// account's (`found`, in that order), else the configured default.
-    fn settings(&self, command: &SendCommand, found: Vec<Option<String>>) -> ProviderSettings {
+    /// account's (`found`, in that order), else the configured default;
+    /// and whose it is.
+    fn settings(
+        &self,
+        command: &SendCommand,
+        found: Vec<Option<String>>,
+    ) -> (ProviderSettings, Whose) {
         let scopes = command
             .application_id
             .map(|a| a.to_string())
@@ -529,7 +578,13 @@ impl Sender {
         let configured = scopes
             .zip(found)
             .find_map(|(scope, raw)| self.store.open(&scope, command.channel, &raw?));
-        configured.unwrap_or_else(|| self.config.default_provider(command.channel))
+        match configured {
+            Some(settings) => (settings, Whose::Account),
+            None => (
+                self.config.default_provider(command.channel),
+                Whose::Operator,
+            ),
+        }
     }
 
     /// Reports the provider's acceptance, with the estimated usage.

@@ -129,6 +129,11 @@ pub struct Config {
     /// Allow webhook targets on loopback, private, link-local and metadata
     /// addresses (local setups and tests).
     pub allow_private_webhooks: bool,
+    /// Allow provider URLs that accounts set through the API (or
+    /// `dispatch provider set`) to target loopback, private, link-local and
+    /// metadata addresses. URLs in the configuration file are always
+    /// allowed: they are the operator's.
+    pub allow_private_provider_urls: bool,
     /// `iss` of the webhooks' JWT; receivers written for the original
     /// service may expect its value.
     pub webhook_issuer: String,
@@ -333,6 +338,7 @@ impl Default for Config {
             simulator_secret: DEV_SIMULATOR_SECRET.into(),
             simulator_delay_ms: 100,
             allow_private_webhooks: false,
+            allow_private_provider_urls: false,
             webhook_issuer: "Vonage".into(),
             webhook_connect_timeout_ms: 2_000,
             webhook_timeout_ms: 10_000,

@@ -192,11 +192,27 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// Adapters for the operator's provider URLs (the configuration's):
+    /// any target, but no redirects.
     pub fn new(timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        Self::with(Self::client(timeout).redirect(reqwest::redirect::Policy::none()))
+    }
+
+    /// Adapters for provider URLs that accounts set: public targets only
+    /// ([`dispatch_infra::guard`]); check literal addresses with
+    /// [`dispatch_infra::guard::check_url`] before each send.
+    pub fn public_only(timeout: Duration) -> anyhow::Result<Self> {
+        Self::with(dispatch_infra::guard::public_only(Self::client(timeout)))
+    }
+
+    fn client(timeout: Duration) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .build()?;
+    }
+
+    fn with(http: reqwest::ClientBuilder) -> anyhow::Result<Self> {
+        let http = http.build()?;
         Ok(Self {
             simulator: simulator::Simulator::new(http.clone()),
             vonage: vonage::Vonage::new(http.clone()),

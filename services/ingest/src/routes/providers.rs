@@ -86,16 +86,18 @@ async fn put(
         templates: body.templates,
         route: String::new(),
     };
-    if !settings.url.is_empty() {
-        match url::Url::parse(&settings.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(ApiError::Invalid(vec![InvalidParam::new(
-                    "url",
-                    "must be an http(s) URL",
-                )]));
-            }
-        }
+    // What can be checked now: the scheme and a literal address. A name
+    // is checked by the sender on what it resolves to when it sends.
+    if !settings.url.is_empty()
+        && let Err(why) = dispatch_infra::guard::check_url(
+            &settings.url,
+            state.config.allow_private_provider_urls,
+        )
+    {
+        return Err(ApiError::Invalid(vec![InvalidParam::new(
+            "url",
+            format!("must be an http(s) URL of a public address: {why}"),
+        )]));
     }
     if let Err(why) = state.providers.get(settings.kind).check(channel, &settings) {
         return Err(ApiError::Invalid(vec![InvalidParam::new(

@@ -1,13 +1,19 @@
-//! Which webhook targets may be called.
+//! Which targets that accounts name may be called: webhook URLs, and the
+//! URLs of provider records set through the API.
 //!
 //! Only `http` and `https`, and by default never an address inside the
 //! deployment's own networks: loopback, private (RFC 1918, unique local),
 //! link-local (which holds the cloud metadata endpoints), carrier-grade
-//! NAT, unspecified, multicast or broadcast. The check runs on the
-//! addresses a host name resolves to *when the webhook is sent* (a
-//! resolver wrapped around the HTTP client's), so a name that changes its
-//! answer after the URL was saved cannot sneak past it.
-//! `allow_private_webhooks` turns the address check off (local setups).
+//! NAT, unspecified, multicast or broadcast. Literal addresses are checked
+//! when the URL is saved and again before each request ([`check_url`]);
+//! names are checked on the addresses they resolve to *when the request
+//! is sent* ([`PublicOnly`], a resolver wrapped around the HTTP
+//! client's), so a name that changes its answer after the URL was saved
+//! cannot sneak past it. Clients that use it follow no redirects and use
+//! no proxy (a proxy would resolve the target itself, past the check).
+//! `allow_private_webhooks` and `allow_private_provider_urls` turn the
+//! address check off (local setups); provider URLs in the configuration
+//! file are the operator's and are not checked.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -70,11 +76,11 @@ fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
 /// A target refused before any connection.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    #[error("webhook URL is not a valid URL")]
+    #[error("not a valid URL")]
     NotAUrl,
-    #[error("webhook URL scheme must be http or https")]
+    #[error("the URL scheme must be http or https")]
     Scheme,
-    #[error("webhook target {0} is an internal address")]
+    #[error("the target {0} is an internal address")]
     Internal(IpAddr),
 }
 
@@ -96,6 +102,16 @@ pub fn check_url(url: &str, allow_internal: bool) -> Result<url::Url, Refused> {
         }
     }
     Ok(parsed)
+}
+
+/// A client that calls only public targets: names resolved by
+/// [`PublicOnly`], no redirects, no proxy. Check literal addresses with
+/// [`check_url`] before each request.
+pub fn public_only(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    builder
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(PublicOnly)
+        .no_proxy()
 }
 
 /// Resolves names with the system resolver, then drops internal addresses;
