@@ -179,6 +179,7 @@ async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
     .await;
     assert_eq!(status, 200, "{shown}");
     let url = shown["callback_url"].as_str().expect("callback_url");
+    let scope = format!("twilio:{}", url.rsplit('/').next().expect("route"));
     let params = [
         ("MessageSid", "SM0000000000000000000000000000fast"),
         ("MessageStatus", "delivered"),
@@ -198,7 +199,7 @@ async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
     let parked = app
         .state
         .receipts
-        .parked("twilio", params[0].1)
+        .parked(&scope, params[0].1)
         .await
         .expect("parked");
     assert_eq!(parked.count, 0);
@@ -217,7 +218,7 @@ async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
     let parked = app
         .state
         .receipts
-        .record_sent("twilio", params[0].1, target, None)
+        .record_sent(&scope, params[0].1, target, None)
         .await
         .expect("record");
     assert_eq!(parked.count, 1);
@@ -225,4 +226,73 @@ async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
         parked.receipts[0].status,
         dispatch_model::record::MessageStatus::Delivered
     );
+}
+
+/// Two accounts, each with its own Twilio record. A receipt that B's
+/// credentials verify, naming the provider id of A's message, does not
+/// touch A's message: it is matched only among B's sends (and kept for
+/// one that might still come).
+#[tokio::test]
+async fn a_receipt_verified_by_one_record_cannot_touch_another_records_message() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let a = app.account.clone();
+    let b = app.create_account().await;
+    let mut callback = Vec::new();
+    for account in [&a, &b] {
+        let (status, shown) = send(
+            app.client
+                .put(format!("{}/v0.1/providers/sms", app.url))
+                .basic_auth(&account.api_key, Some(&account.api_secret))
+                .json(&twilio()),
+        )
+        .await;
+        assert_eq!(status, 200, "{shown}");
+        callback.push(shown["callback_url"].as_str().expect("url").to_owned());
+    }
+    let scope = |url: &str| format!("twilio:{}", url.rsplit('/').next().expect("route"));
+    let sid = "SM00000000000000000000000000000a01";
+    // A's message went out as `sid`.
+    let target = dispatch_infra::receipts::MessageRef {
+        workflow_id: uuid::Uuid::new_v4(),
+        message_uuid: uuid::Uuid::new_v4(),
+    };
+    app.state
+        .receipts
+        .record_sent(&scope(&callback[0]), sid, target, None)
+        .await
+        .expect("record");
+    app.drain_workflow_queue().await;
+
+    // B, who knows or guessed the id, reports it undelivered.
+    let params = [
+        ("MessageSid", sid),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+    ];
+    let body = serde_urlencoded::to_string(params).expect("form");
+    let response = app
+        .client
+        .post(&callback[1])
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "x-twilio-signature",
+            twilio_signature("tw-s3cret-t0ken", &callback[1], &params),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 204);
+    assert!(
+        app.drain_workflow_queue().await.is_empty(),
+        "B's receipt reached A's workflow"
+    );
+    let kept = app
+        .state
+        .receipts
+        .parked(&scope(&callback[1]), sid)
+        .await
+        .expect("parked");
+    assert_eq!(kept.count, 1, "kept among B's sends only");
 }

@@ -33,7 +33,7 @@ use dispatch_infra::broker::Broker;
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::crypto::CredentialsKey;
-use dispatch_infra::providers::{ProviderStore, callback_url};
+use dispatch_infra::providers::{ProviderStore, callback_url, receipt_scope};
 use dispatch_infra::receipts::{MessageRef, Parked, Receipts, Sent};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
@@ -390,21 +390,23 @@ impl Sender {
             Ok(Accepted {
                 provider_message_id,
             }) => {
+                let scope = receipt_scope(&settings);
                 let parked = self
                     .receipts
                     .record_sent(
-                        provider.name(),
+                        &scope,
                         &provider_message_id,
                         target,
                         self.conversation(command),
                     )
                     .await?;
                 if command.channel == Channel::Messenger {
-                    self.record_last_sent(command, &provider_message_id).await?;
+                    self.record_last_sent(&scope, command, &provider_message_id)
+                        .await?;
                 }
                 self.report_submitted(target, provider_message_id.clone(), command)
                     .await?;
-                self.publish_parked(target, provider.name(), &provider_message_id, parked)
+                self.publish_parked(target, &scope, &provider_message_id, parked)
                     .await
             }
             Err(SendError::Permanent(error)) => self.reject(target, error).await,
@@ -509,6 +511,7 @@ impl Sender {
     /// receipt can be matched to it.
     async fn record_last_sent(
         &self,
+        scope: &str,
         command: &SendCommand,
         provider_message_id: &str,
     ) -> Result<(), HandleError> {
@@ -517,7 +520,7 @@ impl Sender {
         redis::cmd("SET")
             .arg(
                 self.keys
-                    .last_sent(command.channel.as_str(), &ours, &theirs),
+                    .last_sent(scope, command.channel.as_str(), &ours, &theirs),
             )
             .arg(format!("{provider_message_id} {}", now_ms()))
             .arg("EX")

@@ -77,6 +77,20 @@ impl Redacted {
     }
 }
 
+/// The provider record that carries a message, as named in the keys that
+/// match its receipts (`provider:{scope}:{id}`): `{kind}:{route}` for a
+/// stored record or the configuration's (`default-{channel}`), and
+/// `simulator` for the simulator, whose callbacks all come signed with
+/// `simulator_secret`. A callback verified with one record's credentials
+/// resolves only ids that record's sends recorded, so no account can
+/// touch another's messages by naming their provider ids.
+pub fn receipt_scope(settings: &ProviderSettings) -> String {
+    match settings.kind {
+        ProviderKind::Simulator => ProviderKind::Simulator.as_str().to_owned(),
+        kind => format!("{}:{}", kind.as_str(), settings.route),
+    }
+}
+
 /// `{base}/callbacks/{kind}/{route}`: where a provider posts receipts
 /// (and, for Meta, everything); the simulator's have no route.
 pub fn callback_url(callback_base: &str, settings: &ProviderSettings) -> String {

@@ -65,12 +65,15 @@ impl MessageRef {
     }
 }
 
-/// `KEYS` mapping, parked list; `ARGV` receipt JSON, TTL. Returns the
-/// mapping, or nil after parking the receipt.
+/// `KEYS` mapping, parked list, mapping as written before receipts were
+/// scoped by record; `ARGV` receipt JSON, TTL. Returns the mapping, or nil
+/// after parking the receipt.
 static RESOLVE_OR_PARK: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local target = redis.call('GET', KEYS[1])
+if target then return target end
+target = redis.call('GET', KEYS[3])
 if target then return target end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -100,6 +103,8 @@ return redis.call('LRANGE', KEYS[2], 0, -1)
 #[serde(rename_all = "snake_case")]
 pub enum Sent {
     Accepted {
+        /// The record's receipt scope (the provider kind alone in records
+        /// written before receipts were scoped).
         provider: String,
         provider_message_id: String,
     },
@@ -124,24 +129,27 @@ impl Receipts {
         }
     }
 
-    /// The message `receipt` is about, or `None` when it was parked for
-    /// the sender to pick up.
+    /// The message `receipt` is about among those sent through the record
+    /// `scope` ([`crate::providers::receipt_scope`]), or `None` when it was
+    /// parked for the sender to pick up.
+    ///
+    /// Sends recorded before receipts were scoped (under the provider
+    /// `kind` alone) still resolve until they expire with the records
+    /// (`record_ttl_secs`), so that an upgrade loses no receipt of a
+    /// message in flight; nothing writes such keys any more.
     pub async fn resolve_or_park(
         &self,
-        provider: &str,
+        scope: &str,
+        kind: &str,
         receipt: &Receipt,
     ) -> Result<Option<MessageRef>, redis::RedisError> {
         let json = serde_json::to_string(receipt).unwrap_or_default();
         let mut conn = self.redis.clone();
+        let id = &receipt.provider_message_id;
         let target: Option<String> = RESOLVE_OR_PARK
-            .key(
-                self.keys
-                    .provider_message(provider, &receipt.provider_message_id),
-            )
-            .key(
-                self.keys
-                    .parked_receipts(provider, &receipt.provider_message_id),
-            )
+            .key(self.keys.provider_message(scope, id))
+            .key(self.keys.parked_receipts(scope, id))
+            .key(self.keys.provider_message(kind, id))
             .arg(json)
             .arg(self.ttl_secs)
             .invoke_async(&mut conn)
@@ -149,23 +157,24 @@ impl Receipts {
         Ok(target.as_deref().and_then(MessageRef::decode))
     }
 
-    /// Records that the provider accepted `target` as `provider_id`, and
-    /// returns the receipts that arrived before this (still parked).
+    /// Records that the provider record `scope` accepted `target` as
+    /// `provider_id`, and returns the receipts that arrived before this
+    /// (still parked).
     pub async fn record_sent(
         &self,
-        provider: &str,
+        scope: &str,
         provider_id: &str,
         target: MessageRef,
         conversation: Option<(String, String)>,
     ) -> Result<Parked, redis::RedisError> {
         let sent = Sent::Accepted {
-            provider: provider.to_owned(),
+            provider: scope.to_owned(),
             provider_message_id: provider_id.to_owned(),
         };
         let mut conn = self.redis.clone();
-        let mut invocation = RECORD_SENT.key(self.keys.provider_message(provider, provider_id));
+        let mut invocation = RECORD_SENT.key(self.keys.provider_message(scope, provider_id));
         invocation
-            .key(self.keys.parked_receipts(provider, provider_id))
+            .key(self.keys.parked_receipts(scope, provider_id))
             .key(self.keys.sent(&target.message_uuid.to_string()))
             .arg(target.encode())
             .arg(serde_json::to_string(&sent).unwrap_or_default())

@@ -164,14 +164,15 @@ impl Keys {
     }
 
     /// String `{workflow_id} {message_uuid}`: whose receipt a provider's
-    /// message id is.
-    pub fn provider_message(&self, provider: &str, provider_id: &str) -> String {
-        format!("{}:provider:{provider}:{provider_id}", self.prefix)
+    /// message id is, within the provider record that sent it (`scope`:
+    /// [`crate::providers::receipt_scope`]).
+    pub fn provider_message(&self, scope: &str, provider_id: &str) -> String {
+        format!("{}:provider:{scope}:{provider_id}", self.prefix)
     }
 
     /// List of receipts that arrived before their send was recorded.
-    pub fn parked_receipts(&self, provider: &str, provider_id: &str) -> String {
-        format!("{}:provider:{provider}:{provider_id}:parked", self.prefix)
+    pub fn parked_receipts(&self, scope: &str, provider_id: &str) -> String {
+        format!("{}:provider:{scope}:{provider_id}:parked", self.prefix)
     }
 
     /// String `{api_key} {application_id or -}`: who last wrote from our
@@ -201,9 +202,13 @@ impl Keys {
 
     /// String `{provider message id} {sent at ms}`: the last message sent
     /// from `ours` to `theirs` on `channel`, for read receipts that name
-    /// no message (Messenger's watermarks).
-    pub fn last_sent(&self, channel: &str, ours: &str, theirs: &str) -> String {
-        format!("{}:last-sent:{channel}:{ours}:{theirs}", self.prefix)
+    /// no message (Messenger's watermarks), through the provider record
+    /// `scope` (so a watermark verified by one record reads only its own).
+    pub fn last_sent(&self, scope: &str, channel: &str, ours: &str, theirs: &str) -> String {
+        format!(
+            "{}:last-sent:{scope}:{channel}:{ours}:{theirs}",
+            self.prefix
+        )
     }
 
     /// String `claimed` or `abandoned`: who settled an accepted request

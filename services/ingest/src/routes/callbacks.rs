@@ -195,20 +195,24 @@ async fn handle(
             )));
         }
     };
+    let scope = dispatch_infra::providers::receipt_scope(settings);
     for event in events {
-        apply(state, kind, owner.as_ref(), event).await?;
+        apply(state, kind, &scope, owner.as_ref(), event).await?;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Applies one verified event; `scope` is the receipt scope of the record
+/// whose credentials verified it, and bounds what it may touch.
 async fn apply(
     state: &AppState,
     kind: ProviderKind,
+    scope: &str,
     owner: Option<&Owner>,
     event: CallbackEvent,
 ) -> ApiResult<()> {
     match event {
-        CallbackEvent::Receipt(receipt) => receipt_event(state, kind, receipt).await,
+        CallbackEvent::Receipt(receipt) => receipt_event(state, kind, scope, receipt).await,
         CallbackEvent::ReadUpTo {
             channel,
             ours,
@@ -218,7 +222,7 @@ async fn apply(
         } => {
             let last: Option<String> = redis::AsyncCommands::get(
                 &mut state.redis(),
-                state.keys.last_sent(channel.as_str(), &ours, &user),
+                state.keys.last_sent(scope, channel.as_str(), &ours, &user),
             )
             .await?;
             let Some((id, sent_ms)) = last.as_deref().and_then(|l| l.rsplit_once(' ')) else {
@@ -232,7 +236,7 @@ async fn apply(
                     error: None,
                     usage: None,
                 };
-                receipt_event(state, kind, receipt).await?;
+                receipt_event(state, kind, scope, receipt).await?;
             }
             Ok(())
         }
@@ -240,10 +244,15 @@ async fn apply(
     }
 }
 
-async fn receipt_event(state: &AppState, kind: ProviderKind, receipt: Receipt) -> ApiResult<()> {
+async fn receipt_event(
+    state: &AppState,
+    kind: ProviderKind,
+    scope: &str,
+    receipt: Receipt,
+) -> ApiResult<()> {
     let Some(target) = state
         .receipts
-        .resolve_or_park(kind.as_str(), &receipt)
+        .resolve_or_park(scope, kind.as_str(), &receipt)
         .await?
     else {
         tracing::debug!(provider_id = %receipt.provider_message_id, "receipt parked until its send is recorded");
