@@ -62,6 +62,12 @@ enum Command {
         #[command(subcommand)]
         command: ProviderCommand,
     },
+    /// Who receives inbound messages to a number on the shared providers
+    /// (the configuration's and the simulator).
+    Number {
+        #[command(subcommand)]
+        command: NumberCommand,
+    },
     /// Manage accounts.
     Account {
         #[command(subcommand)]
@@ -85,6 +91,34 @@ enum Command {
 enum AccountCommand {
     /// Create an account and print its credentials as JSON.
     Create,
+}
+
+#[derive(Subcommand)]
+enum NumberCommand {
+    /// Give a number to an account, or one of its applications: users'
+    /// messages to it through a shared provider go there, and to nobody
+    /// else.
+    Assign {
+        #[arg(long, value_parser = parse_channel)]
+        channel: Channel,
+        /// Our number (or Messenger page id) as users write to it.
+        #[arg(long)]
+        number: String,
+        /// The account's api key.
+        #[arg(long)]
+        account: String,
+        /// One of the account's applications, instead of the account.
+        #[arg(long)]
+        application: Option<uuid::Uuid>,
+    },
+    /// Take a number back: users' messages to it through a shared provider
+    /// go to nobody.
+    Release {
+        #[arg(long, value_parser = parse_channel)]
+        channel: Channel,
+        #[arg(long)]
+        number: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -278,6 +312,34 @@ async fn all(config: Config, c: Connections, shutdown: CancellationToken) -> any
     result
 }
 
+async fn number(config: &Config, command: NumberCommand) -> anyhow::Result<()> {
+    let redis = dispatch_infra::redis::connect(config)?;
+    let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
+    let (channel, number, owner) = match command {
+        NumberCommand::Assign {
+            channel,
+            number,
+            account,
+            application,
+        } => (
+            channel,
+            number,
+            Some(dispatch_infra::providers::Owner {
+                account,
+                application_id: application,
+            }),
+        ),
+        NumberCommand::Release { channel, number } => (channel, number, None),
+    };
+    dispatch_infra::providers::assign_number(&redis, &keys, channel, &number, owner.as_ref())
+        .await?;
+    match owner {
+        Some(owner) => println!("{channel} {number} now belongs to {}", owner.scope()),
+        None => println!("{channel} {number} belongs to nobody"),
+    }
+    Ok(())
+}
+
 async fn provider(config: &Config, command: ProviderCommand) -> anyhow::Result<()> {
     let redis = dispatch_infra::redis::connect(config)?;
     let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
@@ -384,6 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::All => serve_with_admin("all", config, all).await,
         Command::Healthcheck { url } => healthcheck(&config, url).await,
         Command::Provider { command } => provider(&config, command).await,
+        Command::Number { command } => number(&config, command).await,
         Command::Account {
             command: AccountCommand::Create,
         } => {

@@ -292,3 +292,77 @@ async fn a_users_message_through_an_applications_record_goes_to_that_application
         json!({"type": "text", "text": "Hi"})
     );
 }
+
+/// Two accounts, each with its own Meta record for the same number. A
+/// user who writes through the first account's record opens the reply
+/// window of that account only: the other's free-form message to the user
+/// is still refused with 1340.
+#[tokio::test]
+async fn a_users_message_opens_only_its_records_reply_window() {
+    let sys = System::start().await;
+    let (meta_callback, _) = route_to_fakes(&sys).await;
+    let other = sys.account().await;
+    let sim = &sys.config.simulator_url;
+    let secret = &sys.config.simulator_secret;
+    let put = sys
+        .client()
+        .put(format!("{}/v0.1/providers/whatsapp", sys.url))
+        .basic_auth(&other.0, Some(&other.1))
+        .json(
+            &json!({"kind": "meta", "url": format!("{sim}/meta"), "credentials": {
+            "access_token": secret, "phone_number_id": PHONE_NUMBER_ID,
+            "app_secret": secret, "verify_token": "let-me-in"}}),
+        )
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 200);
+
+    let user = "447700330000";
+    user_writes(&sys, user, &meta_callback).await;
+    let send = |account: (String, String)| {
+        let sys = &sys;
+        async move {
+            let sent: Value = sys
+                .client()
+                .post(format!("{}/v0.1/messages", sys.url))
+                .basic_auth(&account.0, Some(&account.1))
+                .json(&json!({
+                    "to": {"type": "whatsapp", "number": user},
+                    "from": {"type": "whatsapp", "number": OURS},
+                    "message": {"content": {"type": "text", "text": "Thanks for writing"}},
+                }))
+                .send()
+                .await
+                .expect("POST")
+                .json()
+                .await
+                .expect("JSON");
+            let uuid = sent["message_uuid"].as_str().expect("uuid").to_owned();
+            let path = format!("{}/v0.1/messages/{uuid}", sys.url);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let view: Value = sys
+                    .client()
+                    .get(&path)
+                    .basic_auth(&account.0, Some(&account.1))
+                    .send()
+                    .await
+                    .expect("GET")
+                    .json()
+                    .await
+                    .expect("JSON");
+                if view["status"] != "accepted" && !view["status"].is_null() {
+                    return view;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{view}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let theirs = send(other).await;
+    assert_eq!(theirs["status"], "rejected", "{theirs}");
+    assert_eq!(theirs["error"]["code"], 1340, "{theirs}");
+    let ours = send((sys.api_key.clone(), sys.api_secret.clone())).await;
+    assert_ne!(ours["status"], "rejected", "{ours}");
+}

@@ -215,10 +215,46 @@ impl System {
 
     /// An application with `webhooks` as its messages webhooks.
     pub async fn application_webhooks(&self, webhooks: Value) -> (String, String) {
+        let account = (self.api_key.clone(), self.api_secret.clone());
+        self.application_of(&account, webhooks).await
+    }
+
+    /// Another account: its api key and secret.
+    pub async fn account(&self) -> (String, String) {
+        let redis = dispatch_infra::redis::connect(&self.config).expect("redis");
+        let keys = dispatch_infra::redis::Keys::new(&self.config.redis_prefix);
+        let created = dispatch_ingest::accounts::create(&mut redis.clone(), &keys, 0)
+            .await
+            .expect("account");
+        (created.api_key, created.api_secret)
+    }
+
+    /// Gives `number` on `channel` to `application` of this system's
+    /// account, for inbound messages through shared providers.
+    pub async fn assign_number(&self, channel: &str, number: &str, application: &str) {
+        let redis = dispatch_infra::redis::connect(&self.config).expect("redis");
+        let keys = dispatch_infra::redis::Keys::new(&self.config.redis_prefix);
+        let owner = dispatch_infra::providers::Owner {
+            account: self.api_key.clone(),
+            application_id: Some(application.parse().expect("uuid")),
+        };
+        let channel = dispatch_model::Channel::parse(channel).expect("channel");
+        dispatch_infra::providers::assign_number(&redis, &keys, channel, number, Some(&owner))
+            .await
+            .expect("assign");
+    }
+
+    /// An application of `account` (key, secret) with `webhooks`; returns
+    /// its id and an `Authorization` value to post as it.
+    pub async fn application_of(
+        &self,
+        account: &(String, String),
+        webhooks: Value,
+    ) -> (String, String) {
         let created: Value = self
             .client
             .post(format!("{}/v2/applications", self.url))
-            .basic_auth(&self.api_key, Some(&self.api_secret))
+            .basic_auth(&account.0, Some(&account.1))
             .json(&json!({
                 "name": "test",
                 "capabilities": {"messages": {"webhooks": webhooks}}

@@ -415,6 +415,9 @@ async fn a_users_answer_reaches_the_applications_inbound_url() {
     .await
     .expect("submitted");
 
+    // The simulator is shared by every account: its numbers' answers go
+    // to their registered owner.
+    sys.assign_number("whatsapp", ours, &app).await;
     let callback = format!("{}/callbacks/simulator/inbound", sys.url);
     let unsigned = sys
         .client()
@@ -693,4 +696,87 @@ async fn a_messages_webhooks_arrive_in_status_order() {
         .await
         .expect("three webhooks");
     assert_eq!(statuses, ["submitted", "delivered", "read"]);
+}
+
+/// On a shared provider, a user's answer goes to the owner of the number
+/// it was sent to, whoever else wrote to that user from it; an answer to
+/// a number nobody owns goes to nobody, and opens no one's window.
+#[tokio::test]
+async fn a_users_answer_through_a_shared_provider_reaches_only_the_numbers_owner() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    let (status_url, _) = receiver(|_| 200).await;
+    let (owner_inbound, owner_got) = receiver(|_| 200).await;
+    let (other_inbound, other_got) = receiver(|_| 200).await;
+    let (owner_app, owner_auth) = sys.application_with(&status_url, &owner_inbound).await;
+    let other = sys.account().await;
+    let (_, other_auth) = sys
+        .application_of(
+            &other,
+            json!({
+                "status_url": {"address": status_url, "http_method": "POST"},
+                "inbound_url": {"address": other_inbound, "http_method": "POST"}
+            }),
+        )
+        .await;
+    let user = "447700220000";
+    let (owned, unowned) = ("447700900777", "447700900778");
+    sys.assign_number("sms", owned, &owner_app).await;
+    let write = |auth: String, from: &'static str| {
+        let sys = &sys;
+        async move {
+            let body = json!({
+                "to": {"type": "sms", "number": user},
+                "from": {"type": "sms", "number": from},
+                "message": {"content": {"type": "text", "text": "Hello"}},
+            });
+            sys.post_as(&auth, "/v0.1/messages", &body).await;
+        }
+    };
+    // The other account writes last, from the owned number and from one
+    // nobody owns.
+    write(owner_auth.clone(), owned).await;
+    write(other_auth.clone(), owned).await;
+    write(other_auth.clone(), unowned).await;
+    let callback = format!("{}/callbacks/simulator/inbound", sys.url);
+    let answer = |to: &'static str| {
+        let sys = &sys;
+        let callback = callback.clone();
+        async move {
+            let answered = sys
+                .client()
+                .post(format!("{}/control/inbound", sys.config.simulator_url))
+                .bearer_auth(&sys.config.simulator_secret)
+                .json(&json!({
+                    "channel": "sms", "from": user, "to": to,
+                    "message": {"content": {"type": "text", "text": "Who is this?"}},
+                    "callback_url": callback,
+                }))
+                .send()
+                .await
+                .expect("POST");
+            assert_eq!(answered.status().as_u16(), 204);
+        }
+    };
+    answer(unowned).await;
+    answer(owned).await;
+    sys.eventually(Duration::from_secs(10), || {
+        (!bodies(&owner_got).is_empty()).then_some(())
+    })
+    .await
+    .expect("the owner gets the answer");
+    assert_eq!(bodies(&owner_got).len(), 1, "only the answer to its number");
+    assert_eq!(bodies(&owner_got)[0].json()["to"]["number"], owned);
+    assert!(
+        bodies(&other_got).is_empty(),
+        "the other account got an answer"
+    );
+    // Nobody's window was opened by the answer to the unowned number.
+    let mut redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
+    let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
+    let tenant = dispatch_infra::providers::account_tenant(&other.0);
+    let opened: bool =
+        redis::AsyncCommands::exists(&mut redis, keys.window(&tenant, "sms", unowned, user))
+            .await
+            .expect("EXISTS");
+    assert!(!opened, "the other account's window was opened");
 }

@@ -232,8 +232,9 @@ enum Attempted {
     Disabled(String),
     /// A failed attempt.
     Failed(Failed),
-    /// The receiver answered `410 Gone`: the endpoint is to be disabled.
-    Gone(Failed),
+    /// The receiver answered `410 Gone`, and the endpoint is now disabled
+    /// for the job's application (the reason).
+    Gone(Failed, String),
 }
 
 /// Whether a try is a circuit's probe.
@@ -392,8 +393,7 @@ impl Notifier {
                 }
                 return self.later(&job, due_ms).await;
             }
-            Attempted::Gone(failed) => {
-                let reason = self.disable(&job, target).await?;
+            Attempted::Gone(failed, reason) => {
                 self.record_attempt(&job, &failed).await?;
                 return self.dead_letter(job, "disabled", reason).await;
             }
@@ -534,11 +534,10 @@ impl Notifier {
             }
             return match self.attempt(&job, &target, Try::Probe).await {
                 Attempted::Delivered => self.probe_succeeded(id, token, &target).await,
-                Attempted::Gone(failed) => {
+                Attempted::Gone(failed, reason) => {
                     // The endpoint answers: the circuit closes, and this
                     // application's webhooks are dead-lettered as they come.
                     self.record_attempt(&job, &failed).await?;
-                    let reason = self.disable(&job, &target).await?;
                     self.dead_letter(job, "disabled", reason).await?;
                     self.probe_succeeded(id, token, &target).await
                 }
@@ -976,11 +975,16 @@ impl Notifier {
         };
         let status = response.status();
         if status == reqwest::StatusCode::GONE {
-            return Attempted::Gone(failed(
-                Some(status.as_u16()),
-                format!("HTTP {status}"),
-                None,
-            ));
+            let failed = failed(Some(status.as_u16()), format!("HTTP {status}"), None);
+            // Disabled while this request still holds the endpoint's slot,
+            // so that the next webhook to take it finds it disabled.
+            return match self.disable(job, to).await {
+                Ok(reason) => Attempted::Gone(failed, reason),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not disable a gone endpoint");
+                    Attempted::Failed(failed)
+                }
+            };
         }
         if !status.is_success() {
             let retry_after = response

@@ -33,7 +33,7 @@ use dispatch_infra::broker::Broker;
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::crypto::CredentialsKey;
-use dispatch_infra::providers::{ProviderStore, callback_url, receipt_scope};
+use dispatch_infra::providers::{ProviderStore, callback_url, receipt_scope, send_tenant};
 use dispatch_infra::receipts::{MessageRef, Parked, Receipts, Sent};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
@@ -397,7 +397,7 @@ impl Sender {
                         &scope,
                         &provider_message_id,
                         target,
-                        self.conversation(command),
+                        self.conversation(command, &settings),
                     )
                     .await?;
                 if command.channel == Channel::Messenger {
@@ -454,23 +454,30 @@ impl Sender {
         }
         let ours = dispatch_providers::address(&command.message.from);
         let theirs = dispatch_providers::address(&command.message.to);
-        let key = self.keys.window(command.channel.as_str(), &ours, &theirs);
+        let channel = command.channel.as_str();
+        let tenant = send_tenant(settings, &command.account);
+        let key = self.keys.window(&tenant, channel, &ours, &theirs);
         let open: bool = redis::AsyncCommands::exists(&mut self.redis.clone(), key).await?;
         Ok((!open).then(|| rules::outside_window(command.channel)))
     }
 
     /// Who wrote from our address to the user's, so that their answers go
     /// to the same application.
-    fn conversation(&self, command: &SendCommand) -> Option<(String, String)> {
+    fn conversation(
+        &self,
+        command: &SendCommand,
+        settings: &ProviderSettings,
+    ) -> Option<(String, String)> {
         let address = |a: &Option<dispatch_model::message::Address>| {
             a.as_ref()
                 .and_then(|a| a.number.clone().or_else(|| a.id.clone()))
         };
         let ours = address(&command.message.from)?;
         let theirs = address(&command.message.to)?;
+        let tenant = send_tenant(settings, &command.account);
         let key = self
             .keys
-            .conversation(command.channel.as_str(), &ours, &theirs);
+            .conversation(&tenant, command.channel.as_str(), &ours, &theirs);
         let app = command
             .application_id
             .map_or_else(|| "-".to_owned(), |a| a.to_string());

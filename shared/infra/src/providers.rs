@@ -91,6 +91,72 @@ pub fn receipt_scope(settings: &ProviderSettings) -> String {
     }
 }
 
+/// Whether a record is shared by every account: the configuration's
+/// (`default-{channel}` routes) and the simulator's (all its callbacks come
+/// signed with one secret). Inbound messages through a shared provider go
+/// to the registered owner of the number they were sent to
+/// ([`number_owner`]), and to nobody when it has none.
+pub fn is_shared(settings: &ProviderSettings) -> bool {
+    settings.kind == ProviderKind::Simulator || settings.route.starts_with("default-")
+}
+
+/// Whose conversations and reply windows a send through `settings` by
+/// `account` belongs to: the record's own for an account's record (its
+/// owner is one account), the account's on a shared provider. Part of the
+/// `conversation:` and `window:` keys, so that one account never opens,
+/// closes or reads another's.
+pub fn send_tenant(settings: &ProviderSettings, account: &str) -> String {
+    if is_shared(settings) {
+        account_tenant(account)
+    } else {
+        format!("record:{}", receipt_scope(settings))
+    }
+}
+
+/// The tenant of an account on a shared provider.
+pub fn account_tenant(account: &str) -> String {
+    format!("account:{account}")
+}
+
+/// Who owns `number` on `channel` for inbound messages through shared
+/// providers (registered by the operator: `dispatch number assign`).
+pub async fn number_owner(
+    redis: &Redis,
+    keys: &Keys,
+    channel: Channel,
+    number: &str,
+) -> Result<Option<Owner>, redis::RedisError> {
+    let raw: Option<String> = redis::cmd("GET")
+        .arg(keys.number(channel.as_str(), number))
+        .query_async(&mut redis.clone())
+        .await?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+}
+
+/// Registers (or with `None`, releases) the owner of `number` on
+/// `channel`.
+pub async fn assign_number(
+    redis: &Redis,
+    keys: &Keys,
+    channel: Channel,
+    number: &str,
+    owner: Option<&Owner>,
+) -> Result<(), redis::RedisError> {
+    let key = keys.number(channel.as_str(), number);
+    let mut conn = redis.clone();
+    match owner {
+        Some(owner) => {
+            let value = serde_json::to_string(owner).unwrap_or_default();
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .exec_async(&mut conn)
+                .await
+        }
+        None => redis::cmd("DEL").arg(key).exec_async(&mut conn).await,
+    }
+}
+
 /// `{base}/callbacks/{kind}/{route}`: where a provider posts receipts
 /// (and, for Meta, everything); the simulator's have no route.
 pub fn callback_url(callback_base: &str, settings: &ProviderSettings) -> String {

@@ -176,10 +176,25 @@ impl Keys {
     }
 
     /// String `{api_key} {application_id or -}`: who last wrote from our
-    /// `ours` to the user `theirs` on `channel`, so that the user's answers
+    /// `ours` to the user `theirs` on `channel`, within `tenant`
+    /// ([`crate::providers::send_tenant`]), so that the user's answers
     /// reach that application.
-    pub fn conversation(&self, channel: &str, ours: &str, theirs: &str) -> String {
+    pub fn conversation(&self, tenant: &str, channel: &str, ours: &str, theirs: &str) -> String {
+        format!(
+            "{}:conversation:{tenant}:{channel}:{ours}:{theirs}",
+            self.prefix
+        )
+    }
+
+    /// The same before conversations had tenants; read, never written.
+    pub fn legacy_conversation(&self, channel: &str, ours: &str, theirs: &str) -> String {
         format!("{}:conversation:{channel}:{ours}:{theirs}", self.prefix)
+    }
+
+    /// String JSON [`crate::providers::Owner`]: who receives inbound
+    /// messages to `number` through shared providers.
+    pub fn number(&self, channel: &str, number: &str) -> String {
+        format!("{}:number:{channel}:{number}", self.prefix)
     }
 
     /// Hash channel → provider settings JSON for an account or an
@@ -195,9 +210,10 @@ impl Keys {
     }
 
     /// String: when (ms) the user `theirs` last wrote to our `ours` on
-    /// `channel`; expires when the channel's reply window closes.
-    pub fn window(&self, channel: &str, ours: &str, theirs: &str) -> String {
-        format!("{}:window:{channel}:{ours}:{theirs}", self.prefix)
+    /// `channel`, within `tenant`; expires when the channel's reply window
+    /// closes.
+    pub fn window(&self, tenant: &str, channel: &str, ours: &str, theirs: &str) -> String {
+        format!("{}:window:{tenant}:{channel}:{ours}:{theirs}", self.prefix)
     }
 
     /// String `{provider message id} {sent at ms}`: the last message sent

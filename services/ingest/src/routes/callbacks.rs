@@ -58,7 +58,8 @@ pub async fn simulator_inbound(
 }
 
 /// The simulator's callbacks have no route: they are signed with
-/// `simulator_secret`, and its inbound messages go to whoever last wrote.
+/// `simulator_secret`, and the simulator is shared by every account, so
+/// its inbound messages go to the registered owner of the number.
 async fn from_simulator(
     state: &AppState,
     hook: &str,
@@ -240,7 +241,7 @@ async fn apply(
             }
             Ok(())
         }
-        CallbackEvent::Inbound(inbound) => inbound_event(state, owner, inbound).await,
+        CallbackEvent::Inbound(inbound) => inbound_event(state, scope, owner, inbound).await,
     }
 }
 
@@ -266,14 +267,10 @@ async fn receipt_event(
     Ok(())
 }
 
-/// Opens the reply window, then hands the message to its application: the
-/// owner of the provider record it came through when that is an
-/// application; else the application that last wrote to this user from
-/// this address (within the same account, when the record is an
-/// account's); else nobody (204, logged).
-/// `KEYS` window, conversation; `ARGV` the message's time, when its window
-/// closes (ms). Moves the window forward (never back: messages can arrive
-/// out of order) and returns the conversation.
+/// `KEYS` window, conversation, conversation from before tenants; `ARGV`
+/// the message's time, when its window closes (ms). Moves the window
+/// forward (never back: messages can arrive out of order) and returns both
+/// conversations.
 static OPEN_WINDOW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -281,37 +278,83 @@ local current = redis.call('GET', KEYS[1])
 if not current or tonumber(current) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 end
-return redis.call('GET', KEYS[2])
+return {redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
 ",
     )
 });
 
-async fn inbound_event(state: &AppState, owner: Option<&Owner>, inbound: Inbound) -> ApiResult<()> {
+/// Opens the reply window, then hands the message to its application.
+/// Whose it is: the owner of the provider record it came through, or on a
+/// shared provider the registered owner of the number (else nobody: 204,
+/// logged). Which application: the owner's when it is one; else the
+/// application of that account that last wrote to this user from this
+/// address. Windows and conversations are kept per tenant (the record, or
+/// the number's owner on a shared provider), so one account never opens,
+/// reads or takes over another's.
+async fn inbound_event(
+    state: &AppState,
+    scope: &str,
+    owner: Option<&Owner>,
+    inbound: Inbound,
+) -> ApiResult<()> {
     let channel = inbound.channel.as_str();
+    // A record's own traffic belongs to its owner; a shared provider's to
+    // the owner of the number written to, and to nobody without one.
+    let (owner, tenant) = match owner {
+        Some(owner) => (owner.clone(), format!("record:{scope}")),
+        None => {
+            let registered = dispatch_infra::providers::number_owner(
+                &state.redis(),
+                &state.keys,
+                inbound.channel,
+                &inbound.to,
+            )
+            .await?;
+            let Some(owner) = registered else {
+                tracing::info!(%channel, "inbound message to a number nobody owns: dropped");
+                metrics::counter!("dispatch_inbound_unowned_total", "channel" => channel)
+                    .increment(1);
+                return Ok(());
+            };
+            let tenant = dispatch_infra::providers::account_tenant(&owner.account);
+            (owner, tenant)
+        }
+    };
     let mut conn = state.redis();
-    let last: Option<String> = OPEN_WINDOW
-        .key(state.keys.window(channel, &inbound.to, &inbound.from))
-        .key(state.keys.conversation(channel, &inbound.to, &inbound.from))
+    let (last, legacy): (Option<String>, Option<String>) = OPEN_WINDOW
+        .key(
+            state
+                .keys
+                .window(&tenant, channel, &inbound.to, &inbound.from),
+        )
+        .key(
+            state
+                .keys
+                .conversation(&tenant, channel, &inbound.to, &inbound.from),
+        )
+        .key(
+            state
+                .keys
+                .legacy_conversation(channel, &inbound.to, &inbound.from),
+        )
         .arg(inbound.timestamp_ms)
         .arg(inbound.timestamp_ms.saturating_add(REPLY_WINDOW_MS as i64))
         .invoke_async(&mut conn)
         .await?;
-    let from_conversation = last.as_deref().and_then(|c| {
+    let conversation = last.or(legacy).as_deref().and_then(|c| {
         let (account, app) = c.split_once(' ')?;
         Some(Owner {
             account: account.to_owned(),
             application_id: Uuid::parse_str(app).ok(),
         })
     });
-    let to = match (owner, from_conversation) {
-        (Some(owner), _) if owner.application_id.is_some() => Some(owner.clone()),
-        (Some(owner), Some(c)) if c.account == owner.account => Some(c),
-        (Some(owner), _) => Some(owner.clone()),
-        (None, c) => c,
-    };
-    let Some(to) = to else {
-        tracing::info!(%channel, "inbound message from a user nobody wrote to: dropped");
-        return Ok(());
+    // The owner's application, else the application of the owner's
+    // account that last wrote to this user (a conversation from before
+    // tenants counts only when it is the owner's), else the account.
+    let to = match conversation {
+        _ if owner.application_id.is_some() => owner,
+        Some(c) if c.account == owner.account => c,
+        _ => owner,
     };
     let address = |value: &str| match inbound.channel {
         Channel::Messenger => json!({"type": channel, "id": value}),
