@@ -127,3 +127,47 @@ async fn unknown_routes_and_methods_answer_in_the_error_format() {
     let (status, body) = send(app.client.delete(format!("{}/v0.1/messages", app.url))).await;
     assert_problem(status, &body, 405);
 }
+
+/// A path segment that is not UTF-8 once percent-decoded names nothing:
+/// a 404 in the error format on every route with a path parameter.
+#[tokio::test]
+async fn paths_that_are_not_utf8_answer_in_the_error_format() {
+    let app = TestApp::spawn().await;
+    let id = uuid::Uuid::new_v4();
+    let bad = "%ff%fe";
+    let routes = [
+        ("GET", format!("/v0.1/messages/{bad}")),
+        ("GET", format!("/v0.1/dispatch/{bad}")),
+        ("GET", format!("/v2/applications/{bad}")),
+        ("PUT", format!("/v2/applications/{bad}")),
+        ("DELETE", format!("/v2/applications/{bad}")),
+        ("GET", format!("/v1/applications/{bad}/webhooks/failed")),
+        (
+            "POST",
+            format!("/v1/applications/{bad}/webhooks/failed/retry"),
+        ),
+        (
+            "POST",
+            format!("/v1/applications/{id}/webhooks/failed/{bad}/retry"),
+        ),
+        ("PUT", format!("/v0.1/providers/{bad}")),
+        ("DELETE", format!("/v0.1/providers/{bad}")),
+        ("GET", format!("/v2/applications/{bad}/providers")),
+        ("PUT", format!("/v2/applications/{id}/providers/{bad}")),
+        ("DELETE", format!("/v2/applications/{bad}/providers/sms")),
+        ("GET", format!("/callbacks/{bad}/route")),
+        ("POST", format!("/callbacks/vonage/{bad}")),
+        ("POST", format!("/callbacks/vonage/route/{bad}")),
+    ];
+    for (method, path) in routes {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let request = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.url))
+            .basic_auth(&app.account.api_key, Some(&app.account.api_secret))
+            .json(&json!({"name": "x", "kind": "simulator"}));
+        let (status, body) = send(request).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+        assert_problem(status, &body, 404);
+    }
+}

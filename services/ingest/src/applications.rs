@@ -12,7 +12,7 @@
 //! when given and keeps them when absent.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::auth;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub const NAME_MAX_CHARS: usize = 255;

@@ -14,6 +14,7 @@ pub mod auth;
 mod body;
 pub mod error;
 mod middleware;
+mod path;
 mod routes;
 pub mod state;
 

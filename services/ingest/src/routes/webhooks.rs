@@ -9,7 +9,7 @@
 //! listed in its history) and leaves the list once it is queued again.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use dispatch_model::envelope::{Envelope, WebhookJob};
 use dispatch_model::record::iso_timestamp;
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::applications::load_owned;
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 async fn dead_letters(
