@@ -4,7 +4,8 @@
 //! Order of checks: a body declared as something other than JSON is 415; a
 //! body over the limit is 413 (from `Content-Length` before reading, or
 //! while reading a chunked body); an empty body is 400; a body without a
-//! content type is 415; then syntax, then shape.
+//! content type is 415; then syntax (a key twice in one object is a 400
+//! naming it), then shape.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
