@@ -9,6 +9,7 @@ mod accept;
 mod applications;
 mod auth;
 mod callbacks;
+mod connections;
 mod isolation;
 mod outage;
 mod providers;

@@ -45,6 +45,8 @@ pub enum ApiError {
     MissingBody,
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    #[error("request timeout")]
+    RequestTimeout,
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unauthorized: {0}")]
@@ -82,6 +84,7 @@ impl ApiError {
             | ApiError::MissingBody => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -136,6 +139,12 @@ impl ApiError {
                 format!("The request body is larger than {limit} bytes."),
                 vec![],
             ),
+            ApiError::RequestTimeout => (
+                m("RequestTimeout"),
+                "Request Timeout",
+                "The request body did not arrive in time.".to_owned(),
+                vec![],
+            ),
             ApiError::Unauthorized(why) => {
                 (m("Unauthorized"), "Unauthorized", why.to_owned(), vec![])
             }
@@ -184,6 +193,12 @@ impl IntoResponse for ApiError {
             tracing::warn!(error = %self, "answered 503");
         }
         let mut response = (status, axum::Json(self.problem())).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // What is left of the body would be read as the next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -16,6 +16,7 @@ pub mod error;
 mod middleware;
 mod path;
 mod routes;
+mod server;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -177,11 +178,9 @@ pub async fn spawn_with(
         redis,
     };
     let app = router(state.clone());
-    let token = shutdown.clone();
+    let limits = server::Limits::from_config(&state.config);
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
+        let served = server::serve(listener, app, limits, shutdown).await;
         drop(connections);
         served
     });

@@ -115,6 +115,18 @@ pub struct Config {
     /// missed.
     pub timer_max_idle_ms: u64,
 
+    /// Ingest's HTTP server. How long a client may take to send a
+    /// request's headers, counted from the connection's opening or the end
+    /// of the previous response; so also how long an idle kept-alive
+    /// connection stays open.
+    pub http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its
+    /// headers are in (408 after that).
+    pub http_body_timeout_ms: u64,
+    /// Most connections ingest serves at once; more wait, unanswered, in
+    /// the listen backlog until one closes.
+    pub http_max_connections: usize,
+
     /// Where `dispatch provider-sim` listens.
     pub simulator_addr: SocketAddr,
     /// The simulator's base URL, as senders reach it.
@@ -318,6 +330,9 @@ impl Default for Config {
             timer_batch: 500,
             timer_lease_ms: 30_000,
             timer_max_idle_ms: 1_000,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_max_connections: 4_096,
             simulator_addr: SocketAddr::from(([127, 0, 0, 1], 8090)),
             simulator_url: "http://127.0.0.1:8090".into(),
             simulator_secret: DEV_SIMULATOR_SECRET.into(),
@@ -462,6 +477,15 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
+        for (field, value) in [
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_max_connections", self.http_max_connections as u64),
+        ] {
+            if value == 0 {
+                return bad(field, "must be greater than zero");
+            }
+        }
         Ok(())
     }
 
@@ -565,6 +589,7 @@ mod tests {
             ("redis_prefix", "\"has space\""),
             ("amqp_queue_type", "\"stream\""),
             ("max_body_bytes", "0"),
+            ("http_max_connections", "0"),
             ("publish_timeout_ms", "-1"),
             ("amqp_delivery_limit", "5"),
         ] {
