@@ -10,6 +10,7 @@ mod applications;
 mod auth;
 mod callbacks;
 mod connections;
+mod dead_letters;
 mod isolation;
 mod outage;
 mod providers;
