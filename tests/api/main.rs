@@ -14,5 +14,6 @@ mod dead_letters;
 mod isolation;
 mod outage;
 mod providers;
+mod rate;
 mod service;
 mod validation;

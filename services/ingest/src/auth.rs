@@ -7,6 +7,9 @@
 //! `iat` in the future; when `exp` is present it is honoured too. Both
 //! checks allow `jwt_leeway_secs` of clock skew.
 //!
+//! An authenticated request then counts against its account's request
+//! rate ([`crate::rate`]): over it, the answer is 429.
+//!
 //! Every failure is the same 401 to the client, with a short reason; the
 //! reason never reveals whether an account or application exists.
 
@@ -65,22 +68,36 @@ fn credentials(headers: &HeaderMap) -> ApiResult<Credentials<'_>> {
     }
 }
 
-/// Basic auth only (the Applications API).
+/// Basic auth only (the Applications API), then the account's rate.
 pub async fn basic(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    match credentials(headers)? {
-        Credentials::Basic(encoded) => check_basic(state, encoded).await,
-        Credentials::Bearer(_) => Err(ApiError::Unauthorized(
-            "This API takes Basic authentication (api_key:api_secret).",
-        )),
-    }
+    let principal = match credentials(headers)? {
+        Credentials::Basic(encoded) => check_basic(state, encoded).await?,
+        Credentials::Bearer(_) => {
+            return Err(ApiError::Unauthorized(
+                "This API takes Basic authentication (api_key:api_secret).",
+            ));
+        }
+    };
+    admit(state, principal).await
 }
 
-/// Basic or Bearer (the Messages and Dispatch APIs and the lookups).
+/// Basic or Bearer (the Messages and Dispatch APIs and the lookups), then
+/// the account's rate.
 pub async fn any(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    match credentials(headers)? {
-        Credentials::Basic(encoded) => check_basic(state, encoded).await,
-        Credentials::Bearer(token) => check_bearer(state, token).await,
-    }
+    let principal = match credentials(headers)? {
+        Credentials::Basic(encoded) => check_basic(state, encoded).await?,
+        Credentials::Bearer(token) => check_bearer(state, token).await?,
+    };
+    admit(state, principal).await
+}
+
+/// Every authenticated request counts against its account's rate.
+async fn admit(state: &AppState, principal: Principal) -> ApiResult<Principal> {
+    state
+        .rates
+        .admit(&state.redis, &state.keys, &principal.account)
+        .await?;
+    Ok(principal)
 }
 
 async fn check_basic(state: &AppState, encoded: &str) -> ApiResult<Principal> {

@@ -57,6 +57,13 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Over the account's request rate (Messages, Dispatch, lookups).
+    #[error("throttled")]
+    Throttled { retry_after_secs: u64 },
+    /// Over the account's request rate, on the Applications API (its own
+    /// `type`).
+    #[error("rate limited")]
+    ApplicationThrottled { retry_after_secs: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -89,6 +96,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Throttled { .. } | ApiError::ApplicationThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -161,6 +171,21 @@ impl ApiError {
                 "This resource does not support that method.".to_owned(),
                 vec![],
             ),
+            // The Messages API's error 1000.
+            ApiError::Throttled { .. } => (
+                m("Throttled"),
+                "Throttled",
+                "You have exceeded the submission capacity allowed on this account. \
+                 Please wait and retry."
+                    .to_owned(),
+                vec![],
+            ),
+            ApiError::ApplicationThrottled { .. } => (
+                format!("{APPLICATION_ERRORS}#rate-limit"),
+                "Too Many Requests",
+                "The request was rate limited. Reduce the frequency of your requests.".to_owned(),
+                vec![],
+            ),
             ApiError::Unavailable(why) => (
                 m("ServiceUnavailable"),
                 "Service Unavailable",
@@ -187,12 +212,22 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::Throttled { retry_after_secs }
+            | ApiError::ApplicationThrottled { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         } else if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %self, "answered 503");
         }
         let mut response = (status, axum::Json(self.problem())).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::REQUEST_TIMEOUT {
             // What is left of the body would be read as the next request.
             response

@@ -15,6 +15,7 @@ mod body;
 pub mod error;
 mod middleware;
 mod path;
+pub mod rate;
 mod routes;
 mod server;
 pub mod state;
@@ -158,6 +159,10 @@ pub async fn spawn_with(
             credentials_key,
         ),
         secrets: Arc::new(accounts::SecretCache::new(Duration::from_secs(5))),
+        rates: Arc::new(rate::Limiter::new(rate::Rate {
+            per_sec: config.account_rate_per_sec,
+            burst: config.account_rate_burst,
+        })),
         receipts: dispatch_infra::receipts::Receipts::new(
             redis.clone(),
             Keys::new(&config.redis_prefix),

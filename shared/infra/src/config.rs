@@ -126,6 +126,13 @@ pub struct Config {
     /// Most connections ingest serves at once; more wait, unanswered, in
     /// the listen backlog until one closes.
     pub http_max_connections: usize,
+    /// Requests per second each account may make to ingest, over all
+    /// replicas (counted in Redis); `0`: no limit. An account's own
+    /// setting (`dispatch account rate`) wins.
+    pub account_rate_per_sec: u32,
+    /// Requests an account may make at once above that rate; `0`: as
+    /// many as one second's worth.
+    pub account_rate_burst: u32,
 
     /// Where `dispatch provider-sim` listens.
     pub simulator_addr: SocketAddr,
@@ -333,6 +340,8 @@ impl Default for Config {
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 30_000,
             http_max_connections: 4_096,
+            account_rate_per_sec: 0,
+            account_rate_burst: 0,
             simulator_addr: SocketAddr::from(([127, 0, 0, 1], 8090)),
             simulator_url: "http://127.0.0.1:8090".into(),
             simulator_secret: DEV_SIMULATOR_SECRET.into(),
