@@ -91,6 +91,23 @@ enum Command {
 enum AccountCommand {
     /// Create an account and print its credentials as JSON.
     Create,
+    /// Set an account's own request rate, which replaces
+    /// `account_rate_per_sec` and `account_rate_burst` for it (on every
+    /// ingest within seconds).
+    Rate {
+        /// The account's api key.
+        #[arg(long)]
+        account: String,
+        /// Requests per second; 0 for no limit.
+        #[arg(long, required_unless_present = "default")]
+        per_sec: Option<u32>,
+        /// Requests at once above the rate; 0 for one second's worth.
+        #[arg(long, default_value_t = 0, conflicts_with = "default")]
+        burst: u32,
+        /// Forget the account's own rate: the configuration's applies.
+        #[arg(long, conflicts_with = "per_sec")]
+        default: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -452,6 +469,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let credentials = dispatch_ingest::accounts::create_in(&config).await?;
             println!("{}", serde_json::to_string(&credentials)?);
+            Ok(())
+        }
+        Command::Account {
+            command:
+                AccountCommand::Rate {
+                    account,
+                    per_sec,
+                    burst,
+                    default,
+                },
+        } => {
+            let rate = match per_sec {
+                Some(per_sec) if !default => Some(dispatch_ingest::rate::Rate { per_sec, burst }),
+                _ => None,
+            };
+            let mut redis = dispatch_infra::redis::connect(&config)?;
+            let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
+            let found =
+                dispatch_ingest::accounts::set_rate(&mut redis, &keys, &account, rate).await?;
+            anyhow::ensure!(found, "no account {account}");
             Ok(())
         }
         Command::Topology => {

@@ -1,5 +1,6 @@
 //! Accounts: an `api_key`, an `api_secret` (stored only as its SHA-256),
-//! and a `signature_secret` for signing webhooks.
+//! a `signature_secret` for signing webhooks, and optionally a request
+//! rate of their own.
 //!
 //! A fast hash is right for the secret: it is 32 random characters from a
 //! 62-letter alphabet (190 bits), so no dictionary or brute force applies,
@@ -17,6 +18,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use dispatch_infra::redis::Keys;
+
+use crate::rate::Rate;
 
 /// A new account's credentials, shown once.
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +91,69 @@ pub async fn create_in(config: &dispatch_infra::Config) -> anyhow::Result<Creden
         .await
         .with_context(|| format!("creating the account in Redis at {}", config.redis_url))
 }
+
+/// Sets the account's own request rate (`None`: back to the
+/// configuration's). `Ok(false)` when there is no such account. Ingest
+/// replicas pick the change up within [`crate::rate::Limiter`]'s cache
+/// lifetime.
+pub async fn set_rate(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &Keys,
+    api_key: &str,
+    rate: Option<Rate>,
+) -> redis::RedisResult<bool> {
+    let key = keys.account(api_key);
+    let exists: bool = redis::cmd("HEXISTS")
+        .arg(&key)
+        .arg("secret_sha256")
+        .query_async(conn)
+        .await?;
+    if !exists {
+        return Ok(false);
+    }
+    match rate {
+        Some(rate) => {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg(RATE_PER_SEC)
+                .arg(rate.per_sec)
+                .arg(RATE_BURST)
+                .arg(rate.burst)
+                .exec_async(conn)
+                .await?
+        }
+        None => {
+            redis::cmd("HDEL")
+                .arg(&key)
+                .arg(RATE_PER_SEC)
+                .arg(RATE_BURST)
+                .exec_async(conn)
+                .await?
+        }
+    }
+    Ok(true)
+}
+
+/// The account's own request rate, if it has one.
+pub async fn rate(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &Keys,
+    api_key: &str,
+) -> redis::RedisResult<Option<Rate>> {
+    let (per_sec, burst): (Option<u32>, Option<u32>) = redis::cmd("HMGET")
+        .arg(keys.account(api_key))
+        .arg(RATE_PER_SEC)
+        .arg(RATE_BURST)
+        .query_async(conn)
+        .await?;
+    Ok(per_sec.map(|per_sec| Rate {
+        per_sec,
+        burst: burst.unwrap_or(0),
+    }))
+}
+
+const RATE_PER_SEC: &str = "rate_per_sec";
+const RATE_BURST: &str = "rate_burst";
 
 async fn stored_hash(
     conn: &mut impl redis::aio::ConnectionLike,

@@ -12,7 +12,7 @@
 //! when given and keeps them when absent.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::auth;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 pub const NAME_MAX_CHARS: usize = 255;
@@ -231,6 +232,9 @@ fn view(state: &AppState, app: &Application, private_key: Option<String>) -> Val
 fn as_app_error(e: ApiError) -> ApiError {
     match e {
         ApiError::Invalid(p) => ApiError::InvalidApplication(p),
+        ApiError::Throttled { retry_after_secs } => {
+            ApiError::ApplicationThrottled { retry_after_secs }
+        }
         other => other,
     }
 }
@@ -313,7 +317,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<JsonBody<ApplicationBody>, ApiError>,
 ) -> ApiResult<Response> {
-    let principal = auth::basic(&state, &headers).await?;
+    let principal = auth::basic(&state, &headers).await.map_err(as_app_error)?;
     let JsonBody(body) = body.map_err(as_app_error)?;
     let valid = validate(body).map_err(ApiError::InvalidApplication)?;
     let (public_key, private_key) = match valid.public_key {
@@ -343,7 +347,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let principal = auth::basic(&state, &headers).await?;
+    let principal = auth::basic(&state, &headers).await.map_err(as_app_error)?;
     let app = load_owned(&state, &principal.account, &id).await?;
     Ok(Json(view(&state, &app, None)))
 }
@@ -354,7 +358,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Result<JsonBody<ApplicationBody>, ApiError>,
 ) -> ApiResult<Json<Value>> {
-    let principal = auth::basic(&state, &headers).await?;
+    let principal = auth::basic(&state, &headers).await.map_err(as_app_error)?;
     let mut app = load_owned(&state, &principal.account, &id).await?;
     let JsonBody(body) = body.map_err(as_app_error)?;
     let valid = validate(body).map_err(ApiError::InvalidApplication)?;
@@ -381,7 +385,7 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let principal = auth::basic(&state, &headers).await?;
+    let principal = auth::basic(&state, &headers).await.map_err(as_app_error)?;
     let app = load_owned(&state, &principal.account, &id).await?;
     let mut conn = state.redis();
     redis::pipe()
@@ -431,7 +435,7 @@ pub async fn list(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    let principal = auth::basic(&state, &headers).await?;
+    let principal = auth::basic(&state, &headers).await.map_err(as_app_error)?;
     let (page_size, page) = paging(query.as_deref()).map_err(ApiError::InvalidListParams)?;
     let index = state.keys.account_applications(&principal.account);
     let mut conn = state.redis();

@@ -7,6 +7,9 @@
 //! `iat` in the future; when `exp` is present it is honoured too. Both
 //! checks allow `jwt_leeway_secs` of clock skew.
 //!
+//! An authenticated request then counts against its account's request
+//! rate ([`crate::rate`]): over it, the answer is 429.
+//!
 //! Every failure is the same 401 to the client, with a short reason; the
 //! reason never reveals whether an account or application exists.
 
@@ -65,22 +68,36 @@ fn credentials(headers: &HeaderMap) -> ApiResult<Credentials<'_>> {
     }
 }
 
-/// Basic auth only (the Applications API).
+/// Basic auth only (the Applications API), then the account's rate.
 pub async fn basic(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    match credentials(headers)? {
-        Credentials::Basic(encoded) => check_basic(state, encoded).await,
-        Credentials::Bearer(_) => Err(ApiError::Unauthorized(
-            "This API takes Basic authentication (api_key:api_secret).",
-        )),
-    }
+    let principal = match credentials(headers)? {
+        Credentials::Basic(encoded) => check_basic(state, encoded).await?,
+        Credentials::Bearer(_) => {
+            return Err(ApiError::Unauthorized(
+                "This API takes Basic authentication (api_key:api_secret).",
+            ));
+        }
+    };
+    admit(state, principal).await
 }
 
-/// Basic or Bearer (the Messages and Dispatch APIs and the lookups).
+/// Basic or Bearer (the Messages and Dispatch APIs and the lookups), then
+/// the account's rate.
 pub async fn any(state: &AppState, headers: &HeaderMap) -> ApiResult<Principal> {
-    match credentials(headers)? {
-        Credentials::Basic(encoded) => check_basic(state, encoded).await,
-        Credentials::Bearer(token) => check_bearer(state, token).await,
-    }
+    let principal = match credentials(headers)? {
+        Credentials::Basic(encoded) => check_basic(state, encoded).await?,
+        Credentials::Bearer(token) => check_bearer(state, token).await?,
+    };
+    admit(state, principal).await
+}
+
+/// Every authenticated request counts against its account's rate.
+async fn admit(state: &AppState, principal: Principal) -> ApiResult<Principal> {
+    state
+        .rates
+        .admit(&state.redis, &state.keys, &principal.account)
+        .await?;
+    Ok(principal)
 }
 
 async fn check_basic(state: &AppState, encoded: &str) -> ApiResult<Principal> {
@@ -150,8 +167,8 @@ async fn check_bearer(state: &AppState, token: &str) -> ApiResult<Principal> {
     check_times(
         &claims,
         dispatch_model::record::now_ms() / 1000,
-        state.config.jwt_max_age_secs as i64,
-        state.config.jwt_leeway_secs as i64,
+        secs(state.config.jwt_max_age_secs),
+        secs(state.config.jwt_leeway_secs),
     )?;
     Ok(Principal {
         account: app.account,
@@ -159,24 +176,32 @@ async fn check_bearer(state: &AppState, token: &str) -> ApiResult<Principal> {
     })
 }
 
+/// The time rules of a token, in whole seconds. Claims are whatever the
+/// client sent, so every sum saturates: an `iat` of `i64::MIN` is very
+/// old, not recent, and an `exp` of `i64::MAX` is far off, not past.
 fn check_times(claims: &Claims, now: i64, max_age: i64, leeway: i64) -> ApiResult<()> {
     let iat = claims
         .iat
         .ok_or(ApiError::Unauthorized("The token needs an `iat` claim."))?;
-    if iat > now + leeway {
+    if iat > now.saturating_add(leeway) {
         return Err(ApiError::Unauthorized(
             "The token was issued in the future.",
         ));
     }
-    if now - iat > max_age + leeway {
+    if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
         return Err(ApiError::Unauthorized("The token is too old."));
     }
     if let Some(exp) = claims.exp
-        && exp + leeway < now
+        && exp.saturating_add(leeway) < now
     {
         return Err(ApiError::Unauthorized("The token has expired."));
     }
     Ok(())
+}
+
+/// A setting in seconds as the signed seconds of JWT claims.
+fn secs(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -203,5 +228,28 @@ mod tests {
         assert!(!ok(claims(Some(now - 961), None)), "too old");
         assert!(ok(claims(Some(now - 10), Some(now + 50))));
         assert!(!ok(claims(Some(now - 100), Some(now - 61))), "expired");
+    }
+
+    #[test]
+    fn token_times_at_the_extremes() {
+        let now = 1_000_000;
+        let check = |c: Claims| check_times(&c, now, 900, 60).map_err(|e| e.to_string());
+        let too_old = Err("unauthorized: The token is too old.".to_owned());
+        let future = Err("unauthorized: The token was issued in the future.".to_owned());
+        let expired = Err("unauthorized: The token has expired.".to_owned());
+        assert_eq!(check(claims(Some(i64::MIN), None)), too_old);
+        assert_eq!(check(claims(Some(i64::MIN + 1), None)), too_old);
+        assert_eq!(check(claims(Some(i64::MAX), None)), future);
+        assert_eq!(check(claims(Some(now), Some(i64::MAX))), Ok(()));
+        assert_eq!(check(claims(Some(now), Some(i64::MIN))), expired);
+        assert_eq!(check(claims(Some(i64::MIN), Some(i64::MAX))), too_old);
+        // The settings at their extremes too: no rule wraps into its opposite.
+        let lenient = |c: Claims| check_times(&c, now, i64::MAX, i64::MAX).is_ok();
+        assert!(lenient(claims(Some(i64::MIN), None)));
+        assert!(lenient(claims(Some(i64::MAX), Some(i64::MAX))));
+        for clock in [i64::MIN, i64::MAX] {
+            let c = claims(Some(now), Some(now));
+            assert!(check_times(&c, clock, 900, 60).is_err(), "now = {clock}");
+        }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! Order of checks: a body declared as something other than JSON is 415; a
 //! body over the limit is 413 (from `Content-Length` before reading, or
-//! while reading a chunked body); an empty body is 400; a body without a
-//! content type is 415; then syntax, then shape.
+//! while reading a chunked body); a body that does not arrive within
+//! `http_body_timeout_ms` is 408; an empty body is 400; a body without a
+//! content type is 415; then syntax (a key twice in one object is a 400
+//! naming it), then shape.
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
@@ -13,6 +15,7 @@ use dispatch_model::validate::{JsonError, parse_json};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::server::BodyTimeout;
 use crate::state::AppState;
 
 pub struct JsonBody<T>(pub T);
@@ -72,12 +75,25 @@ async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, Api
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
                 Err(ApiError::PayloadTooLarge { limit })
+            } else if caused_by::<BodyTimeout>(&e) {
+                Err(ApiError::RequestTimeout)
             } else {
                 // The client went away or sent a broken chunked body.
                 Err(ApiError::MalformedJson("the body could not be read".into()))
             }
         }
     }
+}
+
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<T>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

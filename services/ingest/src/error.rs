@@ -45,6 +45,8 @@ pub enum ApiError {
     MissingBody,
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    #[error("request timeout")]
+    RequestTimeout,
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unauthorized: {0}")]
@@ -55,6 +57,13 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// Over the account's request rate (Messages, Dispatch, lookups).
+    #[error("throttled")]
+    Throttled { retry_after_secs: u64 },
+    /// Over the account's request rate, on the Applications API (its own
+    /// `type`).
+    #[error("rate limited")]
+    ApplicationThrottled { retry_after_secs: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -82,10 +91,14 @@ impl ApiError {
             | ApiError::MissingBody => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Throttled { .. } | ApiError::ApplicationThrottled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -136,6 +149,12 @@ impl ApiError {
                 format!("The request body is larger than {limit} bytes."),
                 vec![],
             ),
+            ApiError::RequestTimeout => (
+                m("RequestTimeout"),
+                "Request Timeout",
+                "The request body did not arrive in time.".to_owned(),
+                vec![],
+            ),
             ApiError::Unauthorized(why) => {
                 (m("Unauthorized"), "Unauthorized", why.to_owned(), vec![])
             }
@@ -150,6 +169,21 @@ impl ApiError {
                 m("MethodNotAllowed"),
                 "Method Not Allowed",
                 "This resource does not support that method.".to_owned(),
+                vec![],
+            ),
+            // The Messages API's error 1000.
+            ApiError::Throttled { .. } => (
+                m("Throttled"),
+                "Throttled",
+                "You have exceeded the submission capacity allowed on this account. \
+                 Please wait and retry."
+                    .to_owned(),
+                vec![],
+            ),
+            ApiError::ApplicationThrottled { .. } => (
+                format!("{APPLICATION_ERRORS}#rate-limit"),
+                "Too Many Requests",
+                "The request was rate limited. Reduce the frequency of your requests.".to_owned(),
                 vec![],
             ),
             ApiError::Unavailable(why) => (
@@ -178,12 +212,28 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::Throttled { retry_after_secs }
+            | ApiError::ApplicationThrottled { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
         if let ApiError::Internal(e) = &self {
             tracing::error!(error = format!("{e:#}"), "internal error");
         } else if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %self, "answered 503");
         }
         let mut response = (status, axum::Json(self.problem())).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // What is left of the body would be read as the next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

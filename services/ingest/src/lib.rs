@@ -14,7 +14,10 @@ pub mod auth;
 mod body;
 pub mod error;
 mod middleware;
+mod path;
+pub mod rate;
 mod routes;
+mod server;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -156,6 +159,10 @@ pub async fn spawn_with(
             credentials_key,
         ),
         secrets: Arc::new(accounts::SecretCache::new(Duration::from_secs(5))),
+        rates: Arc::new(rate::Limiter::new(rate::Rate {
+            per_sec: config.account_rate_per_sec,
+            burst: config.account_rate_burst,
+        })),
         receipts: dispatch_infra::receipts::Receipts::new(
             redis.clone(),
             Keys::new(&config.redis_prefix),
@@ -176,11 +183,9 @@ pub async fn spawn_with(
         redis,
     };
     let app = router(state.clone());
-    let token = shutdown.clone();
+    let limits = server::Limits::from_config(&state.config);
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .await;
+        let served = server::serve(listener, app, limits, shutdown).await;
         drop(connections);
         served
     });

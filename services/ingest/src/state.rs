@@ -15,6 +15,8 @@ pub struct AppState {
     pub store: dispatch_infra::store::WorkflowStore,
     pub receipts: dispatch_infra::receipts::Receipts,
     pub secrets: Arc<crate::accounts::SecretCache>,
+    /// Each account's request rate.
+    pub rates: Arc<crate::rate::Limiter>,
     /// Provider adapters, to read their callbacks.
     pub providers: Arc<dispatch_providers::Providers>,
     /// Provider settings per account and application, encrypted.

@@ -276,40 +276,35 @@ const PROBE_CANDIDATES: usize = 16;
 
 impl Notifier {
     async fn handle(&self, incoming: Incoming) -> Outcome {
-        let job = match serde_json::from_slice::<Envelope>(&incoming.payload) {
-            Ok(Envelope::Webhook(job)) => job,
+        let (span, result) = match serde_json::from_slice::<Envelope>(&incoming.payload) {
+            Ok(Envelope::Webhook(job)) => {
+                let span = tracing::info_span!(
+                    "webhook",
+                    webhook_id = %job.webhook_id,
+                    kind = job.kind.as_str(),
+                    workflow_id = %job.workflow_id,
+                    attempt = job.attempts + 1,
+                );
+                let result = self.deliver(job).instrument(span.clone()).await;
+                (span, result)
+            }
             Ok(Envelope::WebhookProbe(probe)) => {
                 let span = tracing::info_span!("webhook.probe", endpoint_id = %probe.endpoint_id);
-                return match self
+                let result = self
                     .probe(&probe.endpoint_id)
                     .instrument(span.clone())
-                    .await
-                {
-                    Ok(()) => Outcome::Ack,
-                    Err(e) => {
-                        span.in_scope(
-                            || tracing::warn!(error = %e, "probe not handled; will retry"),
-                        );
-                        Outcome::Retry
-                    }
-                };
+                    .await;
+                (span, result)
             }
             _ => {
                 tracing::warn!(routing_key = %incoming.routing_key, "not a webhook job");
                 return Outcome::Reject;
             }
         };
-        let span = tracing::info_span!(
-            "webhook",
-            webhook_id = %job.webhook_id,
-            kind = job.kind.as_str(),
-            workflow_id = %job.workflow_id,
-            attempt = job.attempts + 1,
-        );
-        match self.deliver(job).instrument(span.clone()).await {
+        match result {
             Ok(()) => Outcome::Ack,
             Err(e) => {
-                span.in_scope(|| tracing::warn!(error = %e, "webhook not handled; will retry"));
+                span.in_scope(|| tracing::warn!(error = %e, "not handled; will retry"));
                 Outcome::Retry
             }
         }

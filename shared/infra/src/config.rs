@@ -115,6 +115,25 @@ pub struct Config {
     /// missed.
     pub timer_max_idle_ms: u64,
 
+    /// Ingest's HTTP server. How long a client may take to send a
+    /// request's headers, counted from the connection's opening or the end
+    /// of the previous response; so also how long an idle kept-alive
+    /// connection stays open.
+    pub http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body once its
+    /// headers are in (408 after that).
+    pub http_body_timeout_ms: u64,
+    /// Most connections ingest serves at once; more wait, unanswered, in
+    /// the listen backlog until one closes.
+    pub http_max_connections: usize,
+    /// Requests per second each account may make to ingest, over all
+    /// replicas (counted in Redis); `0`: no limit. An account's own
+    /// setting (`dispatch account rate`) wins.
+    pub account_rate_per_sec: u32,
+    /// Requests an account may make at once above that rate; `0`: as
+    /// many as one second's worth.
+    pub account_rate_burst: u32,
+
     /// Where `dispatch provider-sim` listens.
     pub simulator_addr: SocketAddr,
     /// The simulator's base URL, as senders reach it.
@@ -333,6 +352,11 @@ impl Default for Config {
             timer_batch: 500,
             timer_lease_ms: 30_000,
             timer_max_idle_ms: 1_000,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_max_connections: 4_096,
+            account_rate_per_sec: 0,
+            account_rate_burst: 0,
             simulator_addr: SocketAddr::from(([127, 0, 0, 1], 8090)),
             simulator_url: "http://127.0.0.1:8090".into(),
             simulator_secret: DEV_SIMULATOR_SECRET.into(),
@@ -502,6 +526,15 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }
+        for (field, value) in [
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_max_connections", self.http_max_connections as u64),
+        ] {
+            if value == 0 {
+                return bad(field, "must be greater than zero");
+            }
+        }
         Ok(())
     }
 
@@ -605,6 +638,7 @@ mod tests {
             ("redis_prefix", "\"has space\""),
             ("amqp_queue_type", "\"stream\""),
             ("max_body_bytes", "0"),
+            ("http_max_connections", "0"),
             ("publish_timeout_ms", "-1"),
             ("amqp_delivery_limit", "5"),
         ] {

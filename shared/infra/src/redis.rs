@@ -54,9 +54,18 @@ impl Keys {
         }
     }
 
-    /// Hash: `secret_sha256`, `signature_secret`, `created_at_ms`.
+    /// Hash: `secret_sha256`, `signature_secret`, `created_at_ms`, and
+    /// optionally the account's own request rate, `rate_per_sec` and
+    /// `rate_burst`.
     pub fn account(&self, api_key: &str) -> String {
         format!("{}:account:{api_key}", self.prefix)
+    }
+
+    /// String (integer, µs since the epoch): when the account's request
+    /// rate allows its next request (GCRA's theoretical arrival time);
+    /// expires once that has passed.
+    pub fn account_rate(&self, api_key: &str) -> String {
+        format!("{}:account:{api_key}:rate", self.prefix)
     }
 
     /// Sorted set of the account's application ids, scored by creation time.

@@ -7,6 +7,7 @@
 //! - [`validate`]: every rule of the specs, collecting each bad field.
 //! - [`envelope`]: the versioned messages that travel through RabbitMQ.
 //! - [`record`]: what is stored about a workflow and shown by the lookups.
+//! - [`json`]: JSON syntax that refuses duplicate keys.
 //!
 //! Request types keep required fields as `Option` so that validation can name
 //! every missing field at once instead of stopping at the first one, as a
@@ -15,6 +16,7 @@
 
 pub mod channel;
 pub mod envelope;
+pub mod json;
 pub mod message;
 pub mod record;
 pub mod validate;

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::json::ParseError;
+
 use crate::channel::{AddressKind, Channel, Extensions};
 use crate::message::{
     Address, ConditionStatus, Content, ContentType, CreateWorkflow, Media, MessageBody,
@@ -65,15 +67,26 @@ pub fn viber_ttl_range(api: Api) -> std::ops::RangeInclusive<i64> {
     }
 }
 
-/// Parses a JSON body into `T`, naming the offending field on a type error.
+/// Parses a JSON body into `T`, naming the offending field on a type error
+/// or a duplicate key.
 ///
-/// Two steps: syntax first (into a `Value`), then the shape. serde_json
+/// Two steps: syntax first (into a `Value`, refusing duplicate keys), then
+/// the shape. serde_json
 /// reports some type errors (a number where an enum is expected) as syntax
 /// errors when reading straight from bytes; from a `Value` every shape
 /// problem is a data error with a path.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, JsonError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| JsonError::Malformed(e.to_string()))?;
+    let value = crate::json::parse_value(body).map_err(|e| match e {
+        ParseError::Syntax(e) => JsonError::Malformed(e.to_string()),
+        ParseError::DuplicateKey(at) => JsonError::Invalid(InvalidParam::new(
+            at.field(),
+            format!(
+                "duplicate key `{}` (at {}): each key may appear once in an object",
+                at.key(),
+                at.pointer()
+            ),
+        )),
+    })?;
     if !value.is_object() {
         return Err(JsonError::Invalid(InvalidParam::new(
             "body",

@@ -16,7 +16,7 @@
 //! When the broker is out the answer is 503, and the provider retries.
 
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, State};
+use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
@@ -30,6 +30,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 /// How long after a user's last message a business may answer freely on

@@ -7,7 +7,7 @@
 //! one-step workflow.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use dispatch_model::envelope::WorkflowKind;
 use dispatch_model::record::{Usage, WorkflowRecord, iso_timestamp};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 async fn load(state: &AppState, account: &str, id: Uuid) -> ApiResult<WorkflowRecord> {

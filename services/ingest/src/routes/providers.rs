@@ -12,7 +12,7 @@
 //! credentials, and the `callback_url` to give the provider.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
@@ -25,6 +25,7 @@ use crate::applications::load_owned;
 use crate::auth;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 /// The body of a `PUT`.

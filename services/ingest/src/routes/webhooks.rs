@@ -5,11 +5,16 @@
 //! - `POST /v1/applications/{id}/webhooks/failed/retry` (all of them)
 //! - `POST /v1/applications/{id}/webhooks/failed/{webhook_id}/retry`
 //!
+//! Basic auth of the account that owns the application, as for the rest of
+//! the Applications API: an application's JWT (any application's) is a
+//! 401, since a token speaks for one application and these letters are the
+//! account's to manage; another account's application is a 404.
+//!
 //! A replayed webhook starts a new retry schedule (its attempts so far stay
 //! listed in its history) and leaves the list once it is queued again.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use dispatch_model::envelope::{Envelope, WebhookJob};
 use dispatch_model::record::iso_timestamp;
@@ -19,6 +24,7 @@ use serde_json::{Value, json};
 use crate::applications::load_owned;
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 async fn dead_letters(
@@ -26,7 +32,7 @@ async fn dead_letters(
     headers: &HeaderMap,
     app: &str,
 ) -> ApiResult<(String, Vec<WebhookJob>, String)> {
-    let principal = auth::any(state, headers).await?;
+    let principal = auth::basic(state, headers).await?;
     let app = load_owned(state, &principal.account, app).await?;
     let key = state.keys.dead_letters(&app.id.to_string());
     let raw: Vec<String> = state.redis().hvals(&key).await?;
