@@ -371,7 +371,7 @@ impl Default for Config {
             ],
             webhook_retry_after_cap_ms: 3_600_000,
             notifier_concurrency: 256,
-            webhook_concurrency_per_host: 32,
+            webhook_concurrency_per_host: 64,
             webhook_circuit_failures: 10,
             webhook_circuit_open_ms: 30_000,
             webhook_circuit_open_max_ms: 600_000,
