@@ -53,7 +53,7 @@ pub mod schedule;
 pub mod sign;
 pub mod slots;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,7 @@ pub async fn run_with(
         lease_ms,
         span_secs.max(config.record_ttl_secs) + 86_400,
     );
+    let gone = Arc::new(Mutex::new(HashSet::new()));
     let notifier = Arc::new(Notifier {
         scheduler: Scheduler::new(connections.redis.clone(), keys.clone()),
         redis: connections.redis.clone(),
@@ -140,11 +141,12 @@ pub async fn run_with(
         circuits: circuits.clone(),
         messages: Mutex::new(HashMap::new()),
         deferred: Mutex::new(HashMap::new()),
-        gone: Mutex::new(Default::default()),
+        gone: gone.clone(),
         config: config.clone(),
     });
     tokio::spawn(gauges(
         circuits,
+        gone,
         connections.redis.clone(),
         keys,
         Duration::from_millis(config.notifier_gauge_interval_ms),
@@ -184,8 +186,11 @@ struct Notifier {
     messages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per message, when its last webhook deferred for its turn comes back.
     deferred: Mutex<HashMap<String, i64>>,
-    /// `{application} {endpoint}` this notifier saw answer `410 Gone`.
-    gone: Mutex<std::collections::HashSet<String>>,
+    /// `{application} {endpoint}` that may be disabled: those this
+    /// notifier saw answer `410 Gone`, and every notifier's as last read
+    /// with the gauges. A hint, confirmed in Redis before it counts, so
+    /// that the hot path reads nothing for endpoints never disabled.
+    gone: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,8 +206,6 @@ struct Destination {
     url: String,
     method: reqwest::Method,
     secret: String,
-    /// The application's endpoints disabled by a `410 Gone`, with why.
-    disabled: HashMap<String, String>,
 }
 
 /// A destination whose URL passed the target check.
@@ -215,8 +218,6 @@ struct Target {
     endpoint_id: String,
     method: reqwest::Method,
     secret: String,
-    /// Why the application disabled this endpoint, if it did.
-    disabled: Option<String>,
 }
 
 /// What became of one try.
@@ -352,7 +353,7 @@ impl Notifier {
                 return self.dead_letter(job, "refused", reason).await;
             }
         };
-        if let Some(reason) = self.disabled(&job, &target) {
+        if let Some(reason) = self.disabled(&job, &target).await {
             return self.dead_letter(job, "disabled", reason).await;
         }
         if self.slots.seen_open(&target.endpoint) {
@@ -520,7 +521,7 @@ impl Notifier {
                 }
                 continue;
             };
-            if let Some(reason) = self.disabled(&job, &target) {
+            if let Some(reason) = self.disabled(&job, &target).await {
                 self.dead_letter(job, "disabled", reason).await?;
                 if self.circuits.trim(id, token, now_ms(), 1).await? != Step::Held {
                     return Ok(());
@@ -672,12 +673,14 @@ impl Notifier {
         }
     }
 
-    /// Why the application's endpoint is disabled, if this notifier saw
-    /// it answer `410 Gone` and it still is: webhooks that read their
-    /// destination before the `410` and waited for a slot meanwhile are
-    /// not sent to it.
-    async fn gone_since_read(&self, app: &str, endpoint: &str) -> Option<String> {
-        let key = format!("{app} {endpoint}");
+    /// Why the job's application disabled this endpoint, if it did. Only
+    /// endpoints in the hints ([`Notifier::gone`]) are looked up in Redis;
+    /// a hint found enabled again is dropped. An endpoint another notifier
+    /// disabled since the hints were last read gets one more request,
+    /// whose `410` disables it here too.
+    async fn disabled(&self, job: &WebhookJob, target: &Target) -> Option<String> {
+        let app = job.application_id?.to_string();
+        let key = format!("{app} {}", target.endpoint);
         if !self
             .gone
             .lock()
@@ -687,27 +690,22 @@ impl Notifier {
             return None;
         }
         let reason: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.disabled_endpoints(app))
-            .arg(endpoint)
+            .arg(self.keys.disabled_endpoints(&app))
+            .arg(&target.endpoint)
             .query_async(&mut self.redis.clone())
             .await
             .ok()
             .flatten();
-        if reason.is_none() {
-            // Enabled again.
-            self.gone
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+        match &reason {
+            Some(_) => tracing::info!("endpoint disabled: webhook dead-lettered"),
+            None => {
+                self.gone
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+            }
         }
         reason
-    }
-
-    /// Why the application's endpoint is disabled, if it is.
-    fn disabled(&self, job: &WebhookJob, target: &Target) -> Option<String> {
-        let reason = target.disabled.clone()?;
-        tracing::info!(webhook_id = %job.webhook_id, "endpoint disabled: webhook dead-lettered");
-        Some(reason)
     }
 }
 
@@ -831,8 +829,8 @@ impl Notifier {
         Ok(reason)
     }
 
-    /// The application's webhook URL, the account's signature secret and
-    /// the application's disabled endpoints; `None` when the webhook has
+    /// The application's webhook URL and the account's signature secret;
+    /// `None` when the webhook has
     /// nowhere to go, or was delivered already (a duplicate job).
     async fn destination(&self, job: &WebhookJob) -> Result<Option<Destination>, NotifyError> {
         let Some(app) = job.application_id else {
@@ -841,17 +839,10 @@ impl Notifier {
         };
         let app_id = app.to_string();
         let mut conn = self.redis.clone();
-        type Read = (
-            bool,
-            Option<String>,
-            Option<String>,
-            HashMap<String, String>,
-        );
-        let (delivered, app, secret, disabled): Read = redis::pipe()
+        let (delivered, app, secret): (bool, Option<String>, Option<String>) = redis::pipe()
             .exists(self.keys.webhook_delivered(&job.webhook_id))
             .get(self.keys.application(&app_id))
             .hget(self.keys.account(&job.account), "signature_secret")
-            .hgetall(self.keys.disabled_endpoints(&app_id))
             .query_async(&mut conn)
             .await?;
         if delivered {
@@ -888,7 +879,6 @@ impl Notifier {
             url,
             method,
             secret,
-            disabled,
         }))
     }
 
@@ -899,7 +889,6 @@ impl Notifier {
             .map_err(|e| Failed::now(None, e.to_string(), None, 0))?;
         let origin = url.origin().ascii_serialization();
         let endpoint = circuit::endpoint_of(&url);
-        let disabled = to.disabled.get(&endpoint).cloned();
         Ok(Target {
             endpoint_id: circuit::endpoint_id(&endpoint),
             url,
@@ -907,7 +896,6 @@ impl Notifier {
             endpoint,
             method: to.method,
             secret: to.secret,
-            disabled,
         })
     }
 
@@ -925,9 +913,9 @@ impl Notifier {
             // The circuit opened while this webhook waited for its slot.
             return Attempted::Open;
         }
-        if let Some(app) = job.application_id
-            && let Some(reason) = self.gone_since_read(&app.to_string(), &to.endpoint).await
-        {
+        // Disabled while this webhook waited for its slot (a 410 to one
+        // of its siblings)?
+        if let Some(reason) = self.disabled(job, to).await {
             return Attempted::Disabled(reason);
         }
         let started = Instant::now();
@@ -1047,16 +1035,19 @@ impl Failed {
 }
 
 /// Reads the circuit and disabled-endpoint gauges from Redis every
-/// `interval`: deployment-wide figures, the same at every notifier.
+/// `interval`: deployment-wide figures, the same at every notifier. The
+/// disabled endpoints also become the notifier's hints of what to check
+/// before sending.
 async fn gauges(
     circuits: Circuits,
+    gone: Arc<Mutex<HashSet<String>>>,
     redis: Redis,
     keys: Keys,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
-        let disabled: Result<u64, _> = redis::cmd("SCARD")
+        let disabled: Result<HashSet<String>, _> = redis::cmd("SMEMBERS")
             .arg(keys.disabled_endpoints_all())
             .query_async(&mut redis.clone())
             .await;
@@ -1064,7 +1055,8 @@ async fn gauges(
             (Ok((open, waiting)), Ok(disabled)) => {
                 metrics::gauge!("dispatch_webhook_circuits_open").set(open as f64);
                 metrics::gauge!("dispatch_webhook_parked").set(waiting as f64);
-                metrics::gauge!("dispatch_webhook_endpoints_disabled").set(disabled as f64);
+                metrics::gauge!("dispatch_webhook_endpoints_disabled").set(disabled.len() as f64);
+                *gone.lock().unwrap_or_else(|e| e.into_inner()) = disabled;
             }
             (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "gauges not read"),
         }
