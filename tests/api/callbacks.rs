@@ -69,3 +69,20 @@ async fn unsigned_or_forged_receipts_are_refused_and_change_nothing() {
         "parked, not published"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_callback_is_refused_in_the_error_format() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let big = vec![b'a'; 3 * 1024 * 1024];
+    for path in ["/callbacks/simulator", "/callbacks/twilio/some-route"] {
+        let (status, problem) = send(
+            app.client
+                .post(format!("{}{path}", app.url))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(big.clone()),
+        )
+        .await;
+        assert_problem(status, &problem, 413);
+    }
+}

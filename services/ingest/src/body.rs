@@ -55,6 +55,35 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
+/// A body read whole, whatever its type (provider callbacks come
+/// form-encoded or as JSON, and are read by their adapters), up to
+/// [`RAW_BODY_LIMIT`]; a body too large, late or broken is an [`ApiError`]
+/// like any other.
+pub struct RawBody(pub axum::body::Bytes);
+
+/// The most a provider callback may carry (axum's default limit).
+pub const RAW_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &AppState) -> Result<Self, ApiError> {
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_len.is_some_and(|n| n > RAW_BODY_LIMIT as u64) {
+            return Err(ApiError::PayloadTooLarge {
+                limit: RAW_BODY_LIMIT,
+            });
+        }
+        Ok(RawBody(
+            read_limited(req.into_body(), RAW_BODY_LIMIT).await?,
+        ))
+    }
+}
+
 /// `application/json`, with parameters, or any `+json` type.
 fn is_json(content_type: &str) -> bool {
     let essence = content_type

@@ -15,7 +15,6 @@
 //! user, and goes to the application as an `inbound-message` webhook.
 //! When the broker is out the answer is 503, and the provider retries.
 
-use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +28,7 @@ use dispatch_providers::{CallbackError, CallbackEvent, CallbackOutcome, Callback
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::body::RawBody;
 use crate::error::{ApiError, ApiResult};
 use crate::path::Path;
 use crate::state::AppState;
@@ -43,7 +43,7 @@ pub async fn simulator(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     from_simulator(&state, "", &method, &uri, &headers, &body).await
 }
@@ -53,7 +53,7 @@ pub async fn simulator_inbound(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     from_simulator(&state, "inbound", &method, &uri, &headers, &body).await
 }
@@ -90,7 +90,7 @@ pub async fn provider(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     routed(state, kind, route, "", method, uri, headers, body).await
 }
@@ -101,7 +101,7 @@ pub async fn provider_hook(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     if !matches!(hook.as_str(), "status" | "inbound") {
         return Err(ApiError::NotFound);
@@ -118,7 +118,7 @@ async fn routed(
     method: Method,
     uri: OriginalUri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     let kind = ProviderKind::parse(&kind)
         .filter(|k| *k != ProviderKind::Simulator)
