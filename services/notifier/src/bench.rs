@@ -156,7 +156,7 @@ pub async fn run_bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let started = first.get().copied().unwrap_or(done);
     let secs = done.duration_since(started).as_secs_f64().max(1e-9);
     println!(
-        "delivered {n} of {} in {secs:.2} s: {:.0} deliveries/s; at most {} in flight at the receiver (notifier_concurrency {}, per host {})",
+        "delivered {n} of {} in {secs:.2} s: {:.0} deliveries/s; at most {} in flight at the receiver (notifier_concurrency {}, per origin {})",
         args.jobs,
         n as f64 / secs,
         peak.load(Ordering::SeqCst),
