@@ -165,11 +165,8 @@ fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
     base64::engine::general_purpose::STANDARD.encode(aws_lc_rs::hmac::sign(&key, data.as_bytes()))
 }
 
-#[tokio::test]
-async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
-    let app = TestApp::spawn().await;
-    app.wait_ready().await;
-    let account = app.account.clone();
+/// Routes `account`'s SMS to Twilio; returns the record's callback URL.
+async fn twilio_for(app: &TestApp, account: &crate::harness::Account) -> String {
     let (status, shown) = send(
         app.client
             .put(format!("{}/v0.1/providers/sms", app.url))
@@ -178,7 +175,17 @@ async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
     )
     .await;
     assert_eq!(status, 200, "{shown}");
-    let url = shown["callback_url"].as_str().expect("callback_url");
+    shown["callback_url"]
+        .as_str()
+        .expect("callback_url")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_receipt_before_its_send_is_recorded_is_kept_for_the_sender() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let url = &twilio_for(&app, &app.account).await;
     let scope = format!("twilio:{}", url.rsplit('/').next().expect("route"));
     let params = [
         ("MessageSid", "SM0000000000000000000000000000fast"),
@@ -238,18 +245,7 @@ async fn a_receipt_verified_by_one_record_cannot_touch_another_records_message()
     app.wait_ready().await;
     let a = app.account.clone();
     let b = app.create_account().await;
-    let mut callback = Vec::new();
-    for account in [&a, &b] {
-        let (status, shown) = send(
-            app.client
-                .put(format!("{}/v0.1/providers/sms", app.url))
-                .basic_auth(&account.api_key, Some(&account.api_secret))
-                .json(&twilio()),
-        )
-        .await;
-        assert_eq!(status, 200, "{shown}");
-        callback.push(shown["callback_url"].as_str().expect("url").to_owned());
-    }
+    let callback = [twilio_for(&app, &a).await, twilio_for(&app, &b).await];
     let scope = |url: &str| format!("twilio:{}", url.rsplit('/').next().expect("route"));
     let sid = "SM00000000000000000000000000000a01";
     // A's message went out as `sid`.
