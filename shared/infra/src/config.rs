@@ -166,7 +166,8 @@ pub struct Config {
     pub webhook_retry_after_cap_ms: u64,
     /// Webhooks in flight per notifier (its prefetch).
     pub notifier_concurrency: u16,
-    /// Webhooks in flight per destination host and notifier.
+    /// Webhooks in flight per origin (scheme, host, port) and notifier;
+    /// one endpoint gets `webhook_endpoint_share` of them.
     pub webhook_concurrency_per_host: usize,
     /// Consecutive failures that open a destination's circuit.
     pub webhook_circuit_failures: u32,
