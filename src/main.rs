@@ -32,8 +32,6 @@ enum Command {
     /// The HTTP API: Messages, Dispatch and Applications, and provider
     /// callbacks.
     Ingest,
-    /// The failover state machine.
-    Workflow,
     /// Sends messages to providers for one or more channels.
     Sender {
         /// Channels to send on (repeat or separate with commas); all five
@@ -48,7 +46,7 @@ enum Command {
     /// A fake provider for every channel, for development, tests and demos.
     ProviderSim,
     /// Every service in one process (small installations, local runs):
-    /// ingest, workflow, senders for all channels, timer, notifier. The
+    /// ingest, senders for all channels, timer, notifier. The
     /// simulator runs separately (`dispatch provider-sim`).
     All,
     /// Exit 0 if the service answers ready: a container health check.
@@ -298,11 +296,6 @@ async fn all(config: Config, c: Connections, shutdown: CancellationToken) -> any
         c.clone(),
         shutdown.clone(),
     ));
-    services.spawn(dispatch_workflow::run_with(
-        config.clone(),
-        c.clone(),
-        shutdown.clone(),
-    ));
     services.spawn(dispatch_sender::run_with(
         config.clone(),
         Channel::ALL.to_vec(),
@@ -436,9 +429,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 dispatch_ingest::run_with(config, c, s)
             })
             .await
-        }
-        Command::Workflow => {
-            serve_with_admin("workflow", config, dispatch_workflow::run_with).await
         }
         Command::Sender { mut channels } => {
             if channels.is_empty() {

@@ -16,18 +16,16 @@ async fn a_message_is_confirmed_queued_and_visible() {
         .to_owned();
     assert_eq!(body.as_object().map(|o| o.len()), Some(1), "{body}");
 
-    let queued = app.drain_workflow_queue().await;
+    let queued = app.drain_queued().await;
     assert_eq!(queued.len(), 1);
     let m = &queued[0].delivery;
     let envelope: Value = serde_json::from_slice(&m.data).expect("json");
-    assert_eq!(envelope["type"], "workflow.accepted.v1");
-    assert_eq!(envelope["kind"], "message");
+    // Ingest applied the first transition: the send command is queued.
+    assert_eq!(envelope["type"], "send.v1");
+    assert_eq!(m.routing_key.as_str(), "send.sms");
     assert_eq!(envelope["workflow_id"], id.as_str());
-    assert_eq!(envelope["steps"][0]["message_uuid"], id.as_str());
-    assert_eq!(
-        envelope["steps"][0]["message"]["to"]["number"],
-        "447700900000"
-    );
+    assert_eq!(envelope["message_uuid"], id.as_str());
+    assert_eq!(envelope["message"]["to"]["number"], "447700900000");
     assert_eq!(envelope["account"], app.account.api_key.as_str());
     assert_eq!(m.properties.delivery_mode(), &Some(2), "persistent");
     assert_eq!(
@@ -40,7 +38,7 @@ async fn a_message_is_confirmed_queued_and_visible() {
     let (status, view) = send(app.get(&format!("/v0.1/messages/{id}"), &app.account)).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["message_uuid"], id.as_str());
-    assert_eq!(view["status"], "accepted");
+    assert_eq!(view["status"], "accepted", "not yet with a provider");
     assert_eq!(view["channel"], "sms");
     assert_eq!(view["client_ref"], "ref-1");
     assert!(view["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
@@ -57,21 +55,21 @@ async fn a_dispatch_is_confirmed_queued_and_visible() {
         .expect("dispatch_uuid")
         .to_owned();
 
-    let queued = app.drain_workflow_queue().await;
+    let queued = app.drain_queued().await;
     assert_eq!(queued.len(), 1);
     let envelope: Value = serde_json::from_slice(&queued[0].delivery.data).expect("json");
-    assert_eq!(envelope["kind"], "dispatch");
-    assert_eq!(envelope["steps"].as_array().map(Vec::len), Some(2));
-    assert_eq!(
-        envelope["steps"][0]["message"]["failover"]["condition_status"],
-        "read"
-    );
+    // The first step only.
+    assert_eq!(envelope["type"], "send.v1");
+    assert_eq!(envelope["workflow_id"], id.as_str());
+    assert_eq!(envelope["channel"], "whatsapp");
+    assert_eq!(envelope["message"]["failover"]["condition_status"], "read");
 
     let (status, view) = send(app.get(&format!("/v0.1/dispatch/{id}"), &app.account)).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["dispatch_uuid"], id.as_str());
     assert_eq!(view["template"], "failover");
-    assert_eq!(view["status"], "accepted");
+    // Started by ingest itself: the first step's send is queued.
+    assert_eq!(view["status"], "in_progress");
     assert_eq!(view["messages"][0]["channel"], "whatsapp");
     assert_eq!(view["messages"][1]["channel"], "sms");
     // A dispatch is not a message, and vice versa.
@@ -91,7 +89,7 @@ async fn trace_context_from_the_client_continues_on_the_queue() {
     )
     .await;
     assert_eq!(status, 202);
-    let queued = app.drain_workflow_queue().await;
+    let queued = app.drain_queued().await;
     let traceparent = header(&queued[0].delivery, "traceparent").expect("traceparent");
     assert!(traceparent.contains(trace_id), "{traceparent}");
     assert!(
@@ -117,7 +115,7 @@ async fn concurrent_requests_are_all_confirmed() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 200);
-    assert_eq!(app.drain_workflow_queue().await.len(), 200);
+    assert_eq!(app.drain_queued().await.len(), 200);
 }
 
 #[tokio::test]
@@ -129,11 +127,7 @@ async fn unknown_fields_are_ignored() {
     body["message"]["content"]["extra"] = json!({"x": 1});
     let (status, _) = app.post_json("/v0.1/messages", &body).await;
     assert_eq!(status, 202);
-    let queued = app.drain_workflow_queue().await;
+    let queued = app.drain_queued().await;
     let envelope: Value = serde_json::from_slice(&queued[0].delivery.data).expect("json");
-    assert!(
-        envelope["steps"][0]["message"]
-            .get("channel_hint")
-            .is_none()
-    );
+    assert!(envelope["message"].get("channel_hint").is_none());
 }

@@ -88,7 +88,7 @@ async fn bearer_tokens_as_clients_in_the_field_send_them() {
         let (status, body) = post_bearer(&app, &sign(&private, &claims)).await;
         assert_eq!(status, 202, "{claims}: {body}");
     }
-    let queued = app.drain_workflow_queue().await;
+    let queued = app.drain_queued().await;
     assert_eq!(queued.len(), 3);
     let envelope: Value = serde_json::from_slice(&queued[0].delivery.data).expect("json");
     assert_eq!(envelope["application_id"], id.as_str());
@@ -209,7 +209,7 @@ async fn every_bad_credential_is_a_401() {
         assert_eq!(status, 401, "{what}: {body}");
         assert_problem(status, &body, 401);
     }
-    assert!(app.drain_workflow_queue().await.is_empty());
+    assert!(app.drain_queued().await.is_empty());
 
     // The same credentials, one at a time, work.
     for h in [good_basic, good_bearer] {

@@ -47,10 +47,7 @@ async fn unsigned_or_forged_receipts_are_refused_and_change_nothing() {
     )
     .await;
     assert_problem(status, &problem, 400);
-    assert!(
-        app.drain_workflow_queue().await.is_empty(),
-        "nothing published"
-    );
+    assert!(app.drain_queued().await.is_empty(), "nothing published");
 
     // Signed, for a message not yet known: kept for its sender, 204.
     let (status, _) = send(
@@ -64,10 +61,7 @@ async fn unsigned_or_forged_receipts_are_refused_and_change_nothing() {
     )
     .await;
     assert_eq!(status, 204);
-    assert!(
-        app.drain_workflow_queue().await.is_empty(),
-        "parked, not published"
-    );
+    assert!(app.drain_queued().await.is_empty(), "parked, not published");
 }
 
 #[tokio::test]

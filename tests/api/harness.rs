@@ -111,21 +111,28 @@ impl TestApp {
         send(self.post(path, &self.account).json(body)).await
     }
 
-    /// Takes every envelope waiting in the workflow queue.
-    pub async fn drain_workflow_queue(&self) -> Vec<lapin::message::BasicGetMessage> {
+    /// Takes every envelope ingest queued: send commands, webhook jobs,
+    /// and anything on the old topology's workflow queue (nothing, now).
+    pub async fn drain_queued(&self) -> Vec<lapin::message::BasicGetMessage> {
         let connection =
             Connection::connect(&self.config.amqp_url, ConnectionProperties::default())
                 .await
                 .expect("amqp");
         let channel = connection.create_channel().await.expect("channel");
-        let queue = self.state.broker.topology().workflow_queue();
+        let topology = self.state.broker.topology();
+        let queues = dispatch_model::Channel::ALL
+            .iter()
+            .map(|c| topology.send_queue(*c))
+            .chain([topology.webhooks_queue(), topology.workflow_queue()]);
         let mut out = Vec::new();
-        while let Some(m) = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("basic_get")
-        {
-            out.push(m);
+        for queue in queues {
+            while let Some(m) = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic_get")
+            {
+                out.push(m);
+            }
         }
         let _ = connection.close(200, "done".into()).await;
         out

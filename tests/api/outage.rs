@@ -56,7 +56,7 @@ async fn no_broker_means_503_and_nothing_sent() {
     let (status, body) = app.post_json("/v0.1/dispatch", &cases::two_steps()).await;
     assert_eq!(status, 202, "{body}");
     // Only the request answered 202 is on the queue.
-    assert_eq!(app.drain_workflow_queue().await.len(), 1);
+    assert_eq!(app.drain_queued().await.len(), 1);
 
     // Lost again mid-life: readiness goes red, requests get 503, and it
     // recovers once more.
@@ -68,7 +68,7 @@ async fn no_broker_means_503_and_nothing_sent() {
     wait_for_readyz(&app, 200).await;
     let (status, _) = app.post_json("/v0.1/messages", &cases::sms()).await;
     assert_eq!(status, 202);
-    assert_eq!(app.drain_workflow_queue().await.len(), 1);
+    assert_eq!(app.drain_queued().await.len(), 1);
 }
 
 #[tokio::test]
@@ -87,5 +87,5 @@ async fn no_redis_means_503_not_500() {
     assert_eq!(body["checks"]["redis"], "down");
     let (status, body) = app.post_json("/v0.1/messages", &cases::sms()).await;
     assert_problem(status, &body, 503);
-    assert!(app.drain_workflow_queue().await.is_empty());
+    assert!(app.drain_queued().await.is_empty());
 }

@@ -258,7 +258,7 @@ async fn a_receipt_verified_by_one_record_cannot_touch_another_records_message()
         .record_sent(&scope(&callback[0]), sid, target, None)
         .await
         .expect("record");
-    app.drain_workflow_queue().await;
+    app.drain_queued().await;
 
     // B, who knows or guessed the id, reports it undelivered.
     let params = [
@@ -281,7 +281,7 @@ async fn a_receipt_verified_by_one_record_cannot_touch_another_records_message()
         .expect("POST");
     assert_eq!(response.status().as_u16(), 204);
     assert!(
-        app.drain_workflow_queue().await.is_empty(),
+        app.drain_queued().await.is_empty(),
         "B's receipt reached A's workflow"
     );
     let kept = app

@@ -30,7 +30,7 @@ async fn run_table(
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(
-        app.drain_workflow_queue().await.len(),
+        app.drain_queued().await.len(),
         accepted,
         "only valid requests are queued"
     );
@@ -111,10 +111,7 @@ async fn bad_bodies_get_4xx_in_the_error_format() {
     assert_problem(status, &body, 400);
     assert_eq!(invalid_names(&body), ["workflow"]);
 
-    assert!(
-        app.drain_workflow_queue().await.is_empty(),
-        "nothing queued"
-    );
+    assert!(app.drain_queued().await.is_empty(), "nothing queued");
 }
 
 #[tokio::test]
@@ -259,10 +256,7 @@ async fn duplicate_keys_are_refused_on_every_json_route() {
             .unwrap_or_default();
         assert!(reason.contains(pointer), "{method} {path}: {reason}");
     }
-    assert!(
-        app.drain_workflow_queue().await.is_empty(),
-        "nothing queued"
-    );
+    assert!(app.drain_queued().await.is_empty(), "nothing queued");
     // The same key in different objects is no duplicate.
     let (status, body) = app.post_json("/v0.1/dispatch", &cases::two_steps()).await;
     assert_eq!(status, 202, "{body}");

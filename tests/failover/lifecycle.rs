@@ -22,11 +22,11 @@ pub fn signal(child: &tokio::process::Child, signal: &str) {
 #[tokio::test]
 async fn sigterm_under_load_finishes_in_flight_work_and_sends_nothing_twice() {
     let grace = Duration::from_secs(5);
-    let sys = System::start_external(&["workflow", "sender"], |c| {
+    let sys = System::start_external(&["timer", "sender"], |c| {
         c.shutdown_grace_ms = grace.as_millis() as u64;
     })
     .await;
-    let mut workflow = sys.process("workflow");
+    let mut timer = sys.process("timer");
     let mut sender = sys.process("sender");
 
     // Every provider call takes 250 ms, so sends are in flight when the
@@ -58,12 +58,12 @@ async fn sigterm_under_load_finishes_in_flight_work_and_sends_nothing_twice() {
     .await
     .expect("sends under way");
 
-    signal(&workflow, "TERM");
+    signal(&timer, "TERM");
     signal(&sender, "TERM");
     // Replacements take over what the stopping ones hand back.
-    let mut workflow_after = sys.process("workflow");
+    let mut timer_after = sys.process("timer");
     let mut sender_after = sys.process("sender");
-    for (name, child) in [("workflow", &mut workflow), ("sender", &mut sender)] {
+    for (name, child) in [("timer", &mut timer), ("sender", &mut sender)] {
         let exited = tokio::time::timeout(grace + Duration::from_secs(5), child.wait())
             .await
             .unwrap_or_else(|_| panic!("{name} did not exit within the grace period"))
@@ -88,9 +88,9 @@ async fn sigterm_under_load_finishes_in_flight_work_and_sends_nothing_twice() {
             "workflow {i}: no failover"
         );
     }
-    signal(&workflow_after, "TERM");
+    signal(&timer_after, "TERM");
     signal(&sender_after, "TERM");
-    for child in [&mut workflow_after, &mut sender_after] {
+    for child in [&mut timer_after, &mut sender_after] {
         let exited = tokio::time::timeout(grace + Duration::from_secs(5), child.wait())
             .await
             .expect("idle processes exit promptly")

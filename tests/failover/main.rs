@@ -2,11 +2,13 @@
 //! workflow service, the senders, the timer and the provider simulator.
 //! Each case asserts the sends the simulator saw and the final state.
 
+mod handoffs;
 mod isolation;
 mod lifecycle;
 mod providers;
 mod system;
 mod targets;
+mod upgrade;
 mod webhooks;
 
 use std::time::Duration;
@@ -287,10 +289,10 @@ async fn transient_provider_failures_are_retried_without_duplicates() {
 }
 
 #[tokio::test]
-async fn killed_workflow_processes_leave_every_workflow_ending_once() {
+async fn killed_timer_processes_leave_every_workflow_ending_once() {
     let sys = System::start_with(false).await;
-    let mut first = sys.workflow_process();
-    let mut second = sys.workflow_process();
+    let mut first = sys.timer_process();
+    let mut second = sys.timer_process();
     let mut ids = Vec::new();
     for i in 0..40 {
         let delay = Behaviour {
@@ -325,7 +327,7 @@ async fn killed_workflow_processes_leave_every_workflow_ending_once() {
     .await
     .expect("some workflows finish");
     first.kill().await.expect("kill -9");
-    let mut third = sys.workflow_process();
+    let mut third = sys.timer_process();
 
     for id in &ids {
         let report = sys.final_report(*id).await;
@@ -516,7 +518,7 @@ async fn a_redelivered_send_of_a_rejected_message_is_not_sent_again() {
 }
 
 #[tokio::test]
-async fn abandoned_work_never_runs_and_claimed_work_cannot_be_abandoned() {
+async fn abandoned_work_never_runs_and_work_under_way_cannot_be_abandoned() {
     use dispatch_infra::broker::Broker;
     use dispatch_infra::store::{Fate, WorkflowStore};
     use dispatch_model::envelope::{Envelope, Step, WorkflowAccepted, WorkflowKind};
@@ -525,9 +527,11 @@ async fn abandoned_work_never_runs_and_claimed_work_cannot_be_abandoned() {
     let redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
     let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
     let store = WorkflowStore::new(redis, keys, 60);
+    let store_redis = |sys: &System| dispatch_infra::redis::connect(&sys.config).expect("redis");
 
-    // Ingest lost the confirm and abandoned the request first: the
-    // broker still delivers it, and the workflow service drops it.
+    // The ingest of before the upgrade lost the confirm and abandoned the
+    // request: the broker still delivers it from the old queue, and the
+    // timer that drains that queue drops it.
     let to = "447700150000";
     let id = uuid::Uuid::new_v4();
     assert_eq!(
@@ -559,7 +563,42 @@ async fn abandoned_work_never_runs_and_claimed_work_cannot_be_abandoned() {
     assert!(sys.sim.sends_to(to).is_empty(), "abandoned work was sent");
     assert!(store.load(&id.to_string()).await.expect("load").is_none());
 
-    // Claimed by the workflow service first: abandoning it fails, and
+    // Written by ingest, but the answer was lost and nothing moved it on:
+    // abandoning removes the record, its deadline and its outbox's
+    // recovery, so nothing is ever sent.
+    let engine = dispatch_flow::Engine::new(&sys.config, store_redis(&sys), broker.clone());
+    let lost = uuid::Uuid::new_v4();
+    let to = "447700150200";
+    let written = WorkflowAccepted {
+        workflow_id: lost,
+        kind: WorkflowKind::Dispatch,
+        account: sys.api_key.clone(),
+        application_id: None,
+        accepted_at_ms: 0,
+        steps: vec![Step {
+            message_uuid: uuid::Uuid::new_v4(),
+            message: serde_json::from_value(sms(to)).expect("message"),
+        }],
+    };
+    let deadline = dispatch_flow::machine::deadline_id(written.steps[0].message_uuid);
+    let outbox = engine.start(written, &[]).await.expect("written");
+    drop(outbox); // as if ingest died before publishing
+    assert_eq!(
+        store
+            .abandon(&lost.to_string(), Some(&deadline))
+            .await
+            .expect("abandon"),
+        Fate::Abandoned
+    );
+    assert!(store.load(&lost.to_string()).await.expect("load").is_none());
+    // Past the outbox's recovery time and the timer's lease: nothing.
+    tokio::time::sleep(Duration::from_millis(
+        sys.config.outbox_recovery_ms + sys.config.timer_max_idle_ms + 500,
+    ))
+    .await;
+    assert!(sys.sim.sends_to(to).is_empty(), "abandoned work was sent");
+
+    // Moved on already (sent, `submitted` applied): abandoning fails, and
     // ingest answers 202 instead of 503.
     let running = sys.message(sms("447700150100")).await;
     sys.eventually(Duration::from_secs(10), || {
@@ -569,10 +608,17 @@ async fn abandoned_work_never_runs_and_claimed_work_cannot_be_abandoned() {
     .expect("running");
     assert_eq!(
         store
-            .settle_fate(&running.to_string(), Fate::Abandoned)
+            .abandon(&running.to_string(), None)
             .await
-            .expect("fate"),
+            .expect("abandon"),
         Fate::Claimed
+    );
+    assert!(
+        store
+            .load(&running.to_string())
+            .await
+            .expect("load")
+            .is_some()
     );
     shutdown.cancel();
 }

@@ -67,6 +67,11 @@ pub fn test_config() -> Config {
     config.last_step_horizon_ms = 5_000;
     config.simulator_delay_ms = 20;
     config.sender_retry_base_ms = 20;
+    // A killed process's leased timer entries and unfinished outboxes
+    // come back within seconds, not the production half-minute.
+    config.publish_timeout_ms = 1_000;
+    config.timer_lease_ms = 2_000;
+    config.outbox_recovery_ms = 1_500;
     // The tests route providers to fakes on loopback.
     config.allow_private_provider_urls = true;
     config
@@ -78,20 +83,21 @@ impl System {
         Self::start_with(true).await
     }
 
-    /// Everything but the workflow service when `workflow` is false (the
-    /// test runs it as processes).
-    pub async fn start_with(workflow: bool) -> Self {
-        Self::start_configured(workflow, |_| {}).await
+    /// Everything but the timer when `timer` is false (the test runs it
+    /// as processes).
+    pub async fn start_with(timer: bool) -> Self {
+        Self::start_configured(timer, |_| {}).await
     }
 
     /// As [`System::start_with`], with settings changed by `tweak`.
-    pub async fn start_configured(workflow: bool, tweak: impl FnOnce(&mut Config)) -> Self {
-        let external: &[&str] = if workflow { &[] } else { &["workflow"] };
+    pub async fn start_configured(timer: bool, tweak: impl FnOnce(&mut Config)) -> Self {
+        let external: &[&str] = if timer { &[] } else { &["timer"] };
         Self::start_full(external, Webhooks::Collect, tweak).await
     }
 
-    /// Everything but the services named in `external` (`workflow`,
-    /// `sender`), which the test runs as processes; webhook jobs are
+    /// Everything but the services named in `external` (`timer`,
+    /// `sender`, `ingest`: then the test's own ingest still takes the
+    /// callbacks), which the test runs as processes; webhook jobs are
     /// collected.
     pub async fn start_external(external: &[&str], tweak: impl FnOnce(&mut Config)) -> Self {
         Self::start_full(external, Webhooks::Collect, tweak).await
@@ -133,9 +139,6 @@ impl System {
         let url = format!("http://{}", ingest.addr);
         config.public_url = Some(url.clone());
 
-        if !external.contains(&"workflow") {
-            tokio::spawn(dispatch_workflow::run(config.clone(), shutdown.clone()));
-        }
         if !external.contains(&"sender") {
             tokio::spawn(dispatch_sender::run(
                 config.clone(),
@@ -143,7 +146,9 @@ impl System {
                 shutdown.clone(),
             ));
         }
-        tokio::spawn(dispatch_timer::run(config.clone(), shutdown.clone()));
+        if !external.contains(&"timer") {
+            tokio::spawn(dispatch_timer::run(config.clone(), shutdown.clone()));
+        }
 
         let broker = Broker::start(&config, "test", shutdown.clone());
         assert!(
@@ -170,10 +175,11 @@ impl System {
                 move |incoming| {
                     let sink = sink.clone();
                     async move {
-                        if let Ok(Envelope::Webhook(job)) =
-                            serde_json::from_slice(&incoming.payload)
+                        if let Some(jobs) = serde_json::from_slice::<Envelope>(&incoming.payload)
+                            .ok()
+                            .and_then(Envelope::into_webhooks)
                         {
-                            sink.lock().expect("lock").push(job);
+                            sink.lock().expect("lock").extend(jobs);
                         }
                         Outcome::Ack
                     }
@@ -400,15 +406,26 @@ impl System {
         }
     }
 
-    /// `dispatch workflow` as a child process with this system's settings.
-    pub fn workflow_process(&self) -> tokio::process::Child {
-        self.process("workflow")
+    /// `dispatch timer` as a child process with this system's settings.
+    pub fn timer_process(&self) -> tokio::process::Child {
+        self.process("timer")
     }
 
     /// `dispatch <service>` as a child process with this system's settings.
     pub fn process(&self, service: &str) -> tokio::process::Child {
+        self.command(service)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("dispatch starts")
+    }
+
+    /// The command line of `dispatch <service>` with this system's
+    /// settings, to be changed and spawned.
+    pub fn command(&self, service: &str) -> tokio::process::Command {
         let c = &self.config;
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatch"))
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dispatch"));
+        command
             .arg(service)
             .env("DISPATCH_AMQP_URL", &c.amqp_url)
             .env("DISPATCH_REDIS_URL", &c.redis_url)
@@ -449,11 +466,17 @@ impl System {
                 "DISPATCH_WEBHOOK_RETRY_SCHEDULE_MS",
                 format!("{:?}", c.webhook_retry_schedule_ms),
             )
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("dispatch starts")
+            .env("DISPATCH_TIMER_LEASE_MS", c.timer_lease_ms.to_string())
+            .env(
+                "DISPATCH_OUTBOX_RECOVERY_MS",
+                c.outbox_recovery_ms.to_string(),
+            )
+            .env(
+                "DISPATCH_PUBLISH_TIMEOUT_MS",
+                c.publish_timeout_ms.to_string(),
+            )
+            .env("RUST_LOG", "warn");
+        command
     }
 }
 

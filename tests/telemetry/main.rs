@@ -139,7 +139,9 @@ async fn one_failover_dispatch_is_one_trace_and_shows_in_the_metrics() {
     }
     let seen = format!("{names:?}");
     assert!(with("accept", "dispatch_uuid", &id), "{seen}");
-    for queue in ["workflow", "send.whatsapp", "send.sms", "webhooks"] {
+    // Transitions are applied where their events arise: nothing goes
+    // through the old `workflow` queue.
+    for queue in ["send.whatsapp", "send.sms", "webhooks"] {
         let full = format!("{}.{queue}", sys.config.amqp_prefix);
         assert!(with("consume", "queue", &full), "consumed {queue}: {seen}");
     }
@@ -235,7 +237,7 @@ async fn metrics_show_the_run(sys: &System) {
         ),
         (
             "dispatch_amqp_publishes_total",
-            &[r#"queue="workflow""#, r#"outcome="confirmed""#],
+            &[r#"queue="send.sms""#, r#"outcome="confirmed""#],
         ),
         (
             "dispatch_amqp_deliveries_total",
@@ -247,9 +249,9 @@ async fn metrics_show_the_run(sys: &System) {
         ),
         (
             "dispatch_amqp_handler_duration_seconds_count",
-            &[r#"queue="workflow""#],
+            &[r#"queue="send.sms""#],
         ),
-        ("dispatch_queue_messages", &[r#"queue="workflow""#]),
+        ("dispatch_queue_messages", &[r#"queue="send.sms""#]),
         (
             "dispatch_sends_total",
             &[

@@ -168,11 +168,7 @@ pub async fn spawn_with(
             Keys::new(&config.redis_prefix),
             config.record_ttl_secs,
         ),
-        store: dispatch_infra::store::WorkflowStore::new(
-            redis.clone(),
-            Keys::new(&config.redis_prefix),
-            config.record_ttl_secs,
-        ),
+        engine: dispatch_flow::Engine::new(&config, redis.clone(), broker.clone()),
         base_url: config.public_base().into(),
         keys: Keys::new(&config.redis_prefix),
         limits: Limits {

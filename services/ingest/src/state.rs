@@ -12,7 +12,8 @@ pub struct AppState {
     pub broker: Broker,
     pub redis: dispatch_infra::redis::Redis,
     pub keys: Keys,
-    pub store: dispatch_infra::store::WorkflowStore,
+    /// Applies `accepted` and receipts to workflow records.
+    pub engine: dispatch_flow::Engine,
     pub receipts: dispatch_infra::receipts::Receipts,
     pub secrets: Arc<crate::accounts::SecretCache>,
     /// Each account's request rate.

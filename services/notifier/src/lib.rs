@@ -278,16 +278,29 @@ const PROBE_CANDIDATES: usize = 16;
 impl Notifier {
     async fn handle(&self, incoming: Incoming) -> Outcome {
         let (span, result) = match serde_json::from_slice::<Envelope>(&incoming.payload) {
-            Ok(Envelope::Webhook(job)) => {
-                let span = tracing::info_span!(
-                    "webhook",
-                    webhook_id = %job.webhook_id,
-                    kind = job.kind.as_str(),
-                    workflow_id = %job.workflow_id,
-                    attempt = job.attempts + 1,
-                );
-                let result = self.deliver(job).instrument(span.clone()).await;
-                (span, result)
+            Ok(envelope @ (Envelope::Webhook(_) | Envelope::Webhooks(_))) => {
+                // A transition's webhooks come as one job; each is
+                // delivered, retried and dead-lettered on its own, in the
+                // order given. A failure to settle one (Redis, the broker)
+                // retries the job: those delivered are not sent again.
+                let jobs = envelope.into_webhooks().unwrap_or_default();
+                let mut outcome = (tracing::Span::none(), Ok(()));
+                for job in jobs {
+                    let span = tracing::info_span!(
+                        "webhook",
+                        webhook_id = %job.webhook_id,
+                        kind = job.kind.as_str(),
+                        workflow_id = %job.workflow_id,
+                        attempt = job.attempts + 1,
+                    );
+                    let result = self.deliver(job).instrument(span.clone()).await;
+                    let failed = result.is_err();
+                    outcome = (span, result);
+                    if failed {
+                        break;
+                    }
+                }
+                outcome
             }
             Ok(Envelope::WebhookProbe(probe)) => {
                 let span = tracing::info_span!("webhook.probe", endpoint_id = %probe.endpoint_id);

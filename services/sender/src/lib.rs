@@ -1,11 +1,18 @@
 //! The sender: consumes `send.<channel>` for one or more channels, calls
-//! each message's provider, and reports `submitted` or `rejected`.
+//! each message's provider, and applies `submitted` or `rejected` to the
+//! workflow itself (the failover machine, in `dispatch_flow`).
 //!
+//! - **Only the current step.** In the same round trip as its other
+//!   checks, the sender reads which message of the workflow is current. A
+//!   command for a step the workflow has moved past (its deadline failed
+//!   it over while the command waited behind a backlog), or for a
+//!   workflow that ended, is dropped (`dispatch_sends_dropped_total`):
+//!   sending it would reach the user besides the next step.
 //! - **Once per message.** A message's final outcome is recorded in Redis
 //!   before the command is acked: the provider's acceptance (its message
 //!   id) or a rejection. A redelivered command whose outcome is recorded
-//!   is not sent again: the outcome is reported again instead (the
-//!   workflow ignores the duplicate). A lock with an owner token keeps two
+//!   is not sent again: the outcome is applied again instead (a no-op if
+//!   it was applied). A lock with an owner token keeps two
 //!   senders from calling the provider for the same message at once, and
 //!   is checked again before every attempt. What remains is the window
 //!   between the provider's answer and the record: a sender killed there
@@ -25,11 +32,12 @@
 //!   settings, else the account's, else the configuration's default (the
 //!   simulator unless configured otherwise).
 
+mod turn;
+
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dispatch_infra::broker::Broker;
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::crypto::CredentialsKey;
@@ -43,6 +51,8 @@ use dispatch_model::record::{MessageError, MessageStatus, Usage, now_ms};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use dispatch_flow::Event;
 
 use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError, rules};
 
@@ -78,6 +88,7 @@ pub async fn run_with(
     let broker = connections.broker.clone();
     let keys = Keys::new(&config.redis_prefix);
     let sender = Arc::new(Sender {
+        engine: dispatch_flow::Engine::new(&config, redis.clone(), broker.clone()),
         receipts: Receipts::new(redis.clone(), keys.clone(), config.record_ttl_secs),
         providers: Providers::new(Duration::from_millis(config.provider_timeout_ms))?,
         public_only: match config.allow_private_provider_urls {
@@ -90,7 +101,6 @@ pub async fn run_with(
             CredentialsKey::parse(&config.credentials_key).map_err(anyhow::Error::msg)?,
         ),
         callback_base: config.callback_base(),
-        broker: broker.clone(),
         redis,
         keys,
         config: config.clone(),
@@ -122,7 +132,9 @@ pub async fn run_with(
 }
 
 struct Sender {
-    broker: Broker,
+    /// Applies `submitted` and `rejected` (and receipts that came first)
+    /// to the workflow.
+    engine: dispatch_flow::Engine,
     redis: Redis,
     keys: Keys,
     receipts: Receipts,
@@ -154,8 +166,8 @@ enum HandleError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected redis reply: {0}")]
     Reply(#[from] redis::ParsingError),
-    #[error("publish: {0}")]
-    Publish(#[from] dispatch_infra::broker::PublishError),
+    #[error(transparent)]
+    Apply(#[from] dispatch_flow::EngineError),
     #[error("another sender is sending this message")]
     Busy,
 }
@@ -213,6 +225,7 @@ impl Sender {
             .arg("NX")
             .arg("PX")
             .arg(lock.ms);
+        pipe.hget(self.keys.workflow(&command.workflow_id.to_string()), "c");
         if let Some(app) = command.application_id {
             pipe.hget(self.keys.providers(&app.to_string()), channel);
         }
@@ -220,7 +233,7 @@ impl Sender {
         let mut conn = self.redis.clone();
         let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let settings: Vec<Option<String>> = values
-            .split_off(2.min(values.len()))
+            .split_off(3.min(values.len()))
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?;
@@ -229,6 +242,7 @@ impl Sender {
             .map(redis::from_redis_value::<Option<String>>);
         let sent = values.next().transpose()?.flatten();
         let locked = values.next().transpose()?.flatten().is_some();
+        let current = values.next().transpose()?.flatten();
 
         if let Some(raw) = sent {
             match serde_json::from_str::<Sent>(&raw) {
@@ -238,6 +252,22 @@ impl Sender {
         }
         if !locked {
             return Err(HandleError::Busy);
+        }
+        if !turn::is_current(current.as_deref(), command.message_uuid) {
+            // The workflow moved past this step (its deadline failed it
+            // over while the command waited in the queue) or ended: a send
+            // now would reach the user besides the next step's.
+            tracing::info!("the workflow moved past this step; not sending");
+            metrics::counter!(
+                "dispatch_sends_dropped_total",
+                "channel" => command.channel.as_str(),
+                "reason" => "superseded",
+            )
+            .increment(1);
+            if let Err(e) = lock.release(&mut conn).await {
+                tracing::debug!(error = %e, "could not release the send lock; it expires");
+            }
+            return Ok(());
         }
         let (settings, whose) = self.settings(command, settings);
         let result = self
@@ -268,7 +298,7 @@ impl Sender {
                     .await?;
                 self.report_submitted(target, provider_message_id.clone(), command)
                     .await?;
-                self.publish_parked(target, &provider, &provider_message_id, parked)
+                self.apply_parked(target, &provider, &provider_message_id, parked)
                     .await
             }
             Sent::Rejected { error } => {
@@ -406,7 +436,7 @@ impl Sender {
                 }
                 self.report_submitted(target, provider_message_id.clone(), command)
                     .await?;
-                self.publish_parked(target, &scope, &provider_message_id, parked)
+                self.apply_parked(target, &scope, &provider_message_id, parked)
                     .await
             }
             Err(SendError::Permanent(error)) => self.reject(target, error).await,
@@ -537,10 +567,10 @@ impl Sender {
         Ok(())
     }
 
-    /// Publishes receipts that came before the send was recorded, then
-    /// forgets them (a crash in between publishes them again; the workflow
+    /// Applies receipts that came before the send was recorded, then
+    /// forgets them (a crash in between applies them again; the workflow
     /// ignores statuses it has seen).
-    async fn publish_parked(
+    async fn apply_parked(
         &self,
         target: MessageRef,
         provider: &str,
@@ -551,8 +581,9 @@ impl Sender {
             return Ok(());
         }
         for receipt in parked.receipts {
-            self.broker
-                .publish(&Envelope::Status(receipt.into_event(target)))
+            let event = receipt.into_event(target);
+            self.engine
+                .apply_and_carry_out(event.workflow_id, Event::Status(&event))
                 .await?;
         }
         self.receipts
@@ -632,7 +663,12 @@ impl Sender {
             error,
             usage,
         };
-        self.broker.publish(&Envelope::Status(event)).await?;
+        // The outcome is recorded: a sender dying from here on leaves it
+        // to the command's redelivery, which reports it again.
+        dispatch_infra::failpoint::hit("sender-before-transition", &target.message_uuid);
+        self.engine
+            .apply_and_carry_out(event.workflow_id, Event::Status(&event))
+            .await?;
         Ok(())
     }
 }

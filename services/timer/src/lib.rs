@@ -1,7 +1,19 @@
-//! The timer service: generic delayed publishing. Other services hand it a
-//! deadline and a message ([`Scheduler::schedule`]); when the deadline
-//! comes, a timer publishes the message to the exchange. The workflow
-//! service uses it for step deadlines, the notifier for retry backoff.
+//! The timer service: delayed work. Other services hand it a deadline and
+//! a message ([`Scheduler::schedule`], or the workflow write script); when
+//! the deadline comes, a timer either publishes the message to the
+//! exchange (the notifier's retries and circuit probes) or, for the
+//! workflow's own entries, applies it here without a broker hop:
+//!
+//! - `workflow.deadline`: a step's deadline, applied to its workflow with
+//!   the failover machine (`dispatch_flow`), which may fail over or end
+//!   it;
+//! - `workflow.outbox`: an outbox's recovery, armed by every workflow
+//!   write that leaves something to publish and disarmed once it is
+//!   published; when it fires, the writer died or could not publish, and
+//!   the timer publishes what is left ([`Engine::recover`]).
+//!
+//! A timer also drains the `workflow` queue of the topology before that
+//! change (`legacy`), so that an upgrade loses nothing queued there.
 //!
 //! # Storage
 //!
@@ -26,7 +38,8 @@
 //!    due time, plus the leased score. Being atomic, a claim hands an entry
 //!    to exactly one timer: the others no longer see it as due.
 //! 2. **Publish** every claimed entry with [`Broker::publish_raw`], all
-//!    concurrently, each waiting for the broker's confirm. Rounds are
+//!    concurrently, each waiting for the broker's confirm (or apply it,
+//!    for the workflow's entries: then "confirmed" means written). Rounds are
 //!    pipelined: the next claim does not wait for the confirms of the last
 //!    (at most [`MAX_ROUNDS_IN_FLIGHT`] rounds at once).
 //! 3. **Ack** ([`store::ack`], one Lua script): for each confirmed id, remove
@@ -71,15 +84,18 @@
 //! agree on what is due; schedulers' clocks are assumed NTP-synchronised.
 
 pub mod bench;
+mod legacy;
 pub use dispatch_infra::timer as store;
 mod wake;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use dispatch_flow::{Engine, EngineError, Event};
 use dispatch_infra::broker::{Broker, PublishError};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
+use dispatch_model::envelope::{Envelope, WORKFLOW_DEADLINE, WORKFLOW_OUTBOX};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -131,7 +147,16 @@ pub async fn run_with(
         wake.clone(),
         shutdown.clone(),
     ));
+    let engine = Engine::new(&config, redis.clone(), broker.clone());
+    let old_queue = tokio::spawn(legacy::consume_old_queue(
+        config.clone(),
+        broker.clone(),
+        engine.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(report_in_flight(engine.clone(), shutdown.clone()));
     let timer = Timer {
+        engine,
         broker,
         redis,
         keys,
@@ -152,9 +177,25 @@ pub async fn run_with(
     ));
     timer.run(&shutdown).await;
     let _ = listener.await;
+    let _ = old_queue.await;
     drop(connections);
     tracing::info!("timer stopped");
     Ok(())
+}
+
+/// Sets `dispatch_workflows_in_flight` from Redis every 5 s (every timer
+/// reports the same deployment-wide count).
+async fn report_in_flight(engine: Engine, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(count) = engine.store().in_flight().await {
+            metrics::gauge!("dispatch_workflows_in_flight").set(count as f64);
+        }
+    }
 }
 
 /// Sets `dispatch_timer_pending` every 5 s.
@@ -172,6 +213,7 @@ async fn report_pending(scheduler: Scheduler, shutdown: CancellationToken) {
 }
 
 struct Timer {
+    engine: Engine,
     broker: Broker,
     redis: Redis,
     keys: Keys,
@@ -286,6 +328,7 @@ impl Timer {
                     leased_until = claim.leased_until,
                 );
                 let round = fire_round(
+                    self.engine.clone(),
                     self.broker.clone(),
                     self.redis.clone(),
                     self.keys.clone(),
@@ -325,6 +368,8 @@ fn now_ms() -> i64 {
 enum FireError {
     Corrupt(serde_json::Error),
     Publish(PublishError),
+    /// A deadline or an outbox that could not be applied (Redis).
+    Apply(EngineError),
 }
 
 impl FireError {
@@ -340,14 +385,22 @@ impl std::fmt::Display for FireError {
         match self {
             FireError::Corrupt(e) => write!(f, "stored entry is not valid: {e}"),
             FireError::Publish(e) => write!(f, "{e}"),
+            FireError::Apply(e) => write!(f, "{e}"),
         }
     }
 }
 
 /// Publishes a claimed batch, then acks what the broker confirmed.
-async fn fire_round(broker: Broker, redis: Redis, keys: Keys, claim: store::Claim) -> RoundOutcome {
+async fn fire_round(
+    engine: Engine,
+    broker: Broker,
+    redis: Redis,
+    keys: Keys,
+    claim: store::Claim,
+) -> RoundOutcome {
     let results =
-        futures_util::future::join_all(claim.entries.iter().map(|c| fire_one(&broker, c))).await;
+        futures_util::future::join_all(claim.entries.iter().map(|c| fire_one(&engine, &broker, c)))
+            .await;
     let mut outcome = RoundOutcome::default();
     let mut fired = Vec::with_capacity(results.len());
     let mut first_error = None;
@@ -357,6 +410,10 @@ async fn fire_round(broker: Broker, redis: Redis, keys: Keys, claim: store::Clai
             Err(FireError::Corrupt(e)) => {
                 // It would fail the same way at every lease: drop it.
                 tracing::error!(id = %claimed.id, error = %e, "dropping an unreadable timer entry");
+                fired.push(claimed.id.clone());
+            }
+            Err(FireError::Apply(e)) if e.is_permanent() => {
+                tracing::error!(id = %claimed.id, error = %e, "dropping a timer entry whose workflow cannot be read");
                 fired.push(claimed.id.clone());
             }
             Err(e) => {
@@ -395,7 +452,11 @@ async fn fire_round(broker: Broker, redis: Redis, keys: Keys, claim: store::Clai
     outcome
 }
 
-async fn fire_one(broker: &Broker, claimed: &store::Claimed) -> Result<(), FireError> {
+async fn fire_one(
+    engine: &Engine,
+    broker: &Broker,
+    claimed: &store::Claimed,
+) -> Result<(), FireError> {
     let entry: Entry = serde_json::from_str(&claimed.entry).map_err(FireError::Corrupt)?;
     // A child of the trace that scheduled it, not of the timer's round.
     let span = tracing::info_span!(
@@ -405,15 +466,29 @@ async fn fire_one(broker: &Broker, claimed: &store::Claimed) -> Result<(), FireE
         routing_key = %entry.routing_key,
     );
     dispatch_infra::telemetry::set_parent_from_traceparent(&span, entry.traceparent.as_deref());
-    broker
-        .publish_raw(
-            &entry.routing_key,
-            &entry.message_id,
-            entry.payload.as_bytes(),
-        )
-        .instrument(span)
-        .await
-        .map_err(FireError::Publish)?;
+    match entry.routing_key.as_str() {
+        WORKFLOW_DEADLINE => {
+            apply_deadline(engine, &entry.payload)
+                .instrument(span)
+                .await?
+        }
+        WORKFLOW_OUTBOX => {
+            engine
+                .recover(&entry.payload)
+                .instrument(span)
+                .await
+                .map_err(FireError::Apply)?;
+        }
+        _ => broker
+            .publish_raw(
+                &entry.routing_key,
+                &entry.message_id,
+                entry.payload.as_bytes(),
+            )
+            .instrument(span)
+            .await
+            .map_err(FireError::Publish)?,
+    }
     let lateness_ms = now_ms() - claimed.due_ms;
     metrics::counter!("dispatch_timer_fired_total").increment(1);
     metrics::histogram!("dispatch_timer_lateness_seconds")
@@ -429,4 +504,21 @@ async fn fire_one(broker: &Broker, claimed: &store::Claimed) -> Result<(), FireE
         tracing::warn!(id = %claimed.id, lateness_ms, "timer entry fired late");
     }
     Ok(())
+}
+
+/// Applies a step's deadline to its workflow: a failover or the end. The
+/// entry is acked once the transition is written; its outbox, if not
+/// carried out here, is recovered.
+async fn apply_deadline(engine: &Engine, payload: &str) -> Result<(), FireError> {
+    let fired = match serde_json::from_str::<Envelope>(payload).map_err(FireError::Corrupt)? {
+        Envelope::Deadline(fired) => fired,
+        other => {
+            tracing::error!(routing_key = %other.routing_key(), "a deadline entry holds something else; dropping it");
+            return Ok(());
+        }
+    };
+    engine
+        .apply_and_carry_out(fired.workflow_id, Event::Deadline(&fired))
+        .await
+        .map_err(FireError::Apply)
 }

@@ -80,7 +80,8 @@ pub struct Config {
     /// A last step that never reports is closed as `error` this long after
     /// its send, so every dispatch ends with one final report.
     pub last_step_horizon_ms: u64,
-    /// Unacknowledged deliveries each workflow instance works on at once.
+    /// Unacknowledged deliveries of the `workflow` queue (messages of the
+    /// topology before an upgrade) each timer works on at once.
     pub workflow_prefetch: u16,
 
     /// Sends in flight per channel and sender process (also its prefetch).
@@ -114,6 +115,11 @@ pub struct Config {
     /// Longest a timer sleeps without checking Redis, should a wake-up be
     /// missed.
     pub timer_max_idle_ms: u64,
+    /// How long after a transition its outbox (send commands, webhook
+    /// jobs) is carried out by a timer if the service that wrote it did
+    /// not mark it done: the recovery of a writer that died. Keep it above
+    /// `publish_timeout_ms`, or a slow publish is repeated.
+    pub outbox_recovery_ms: u64,
 
     /// Ingest's HTTP server. How long a client may take to send a
     /// request's headers, counted from the connection's opening or the end
@@ -353,6 +359,7 @@ impl Default for Config {
             timer_batch: 500,
             timer_lease_ms: 30_000,
             timer_max_idle_ms: 1_000,
+            outbox_recovery_ms: 10_000,
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 30_000,
             http_max_connections: 4_096,
@@ -455,6 +462,7 @@ impl Config {
             ("timer_batch", self.timer_batch as u64),
             ("timer_lease_ms", self.timer_lease_ms),
             ("timer_max_idle_ms", self.timer_max_idle_ms),
+            ("outbox_recovery_ms", self.outbox_recovery_ms),
             ("webhook_timeout_ms", self.webhook_timeout_ms),
             (
                 "webhook_connect_timeout_ms",

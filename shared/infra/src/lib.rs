@@ -8,6 +8,7 @@ pub mod config;
 pub mod consume;
 pub mod crypto;
 pub mod endpoints;
+pub mod failpoint;
 pub mod guard;
 pub mod providers;
 pub mod receipts;

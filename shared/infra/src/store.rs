@@ -1,61 +1,100 @@
 //! Workflow records in Redis, changed only by compare-and-set.
 //!
-//! A record is a hash `{v, r, d}`: a version number, the record's JSON,
-//! and the highest outbox sequence number known to be carried out.
-//! Every write names the version it read; the write happens only if the
-//! version is still that one, and bumps it. Two workflow instances (or a
-//! redelivered event) racing on one workflow therefore never both win: the
+//! A record is a hash: `v` a version number, `r` the record's JSON, `d`
+//! the highest outbox sequence number known to be carried out, `o` the
+//! highest one written, and `c` the message whose send is current (empty
+//! once the workflow ended; absent in records written before senders
+//! checked it). Every write names the version it read; the write happens
+//! only if the version is still that one, and bumps it. Two writers (or
+//! a repeated event) racing on one workflow therefore never both win: the
 //! loser reloads and re-applies its event to the winner's state. Comparing
 //! a small version instead of the whole JSON keeps each write to one copy
 //! of the record on the wire.
+//!
+//! The same script carries out what a transition asks of Redis (timer
+//! entries to schedule or cancel, lookup indexes) and arms the recovery of
+//! what it asks of RabbitMQ (the outbox): a timer entry, `outbox:{id}`,
+//! due `outbox_recovery_ms` later, that [`WorkflowStore::mark_done`]
+//! removes once the outbox is carried out. So a writer that dies right
+//! after its write leaves nothing that no one will finish.
 
 use std::sync::LazyLock;
 
 use dispatch_model::record::WorkflowRecord;
+use uuid::Uuid;
 
 use crate::redis::{Keys, Redis};
 
-/// `KEYS[1]` record, `KEYS[2]` the in-flight counter; `ARGV` expected
-/// version (`""` = absent), JSON, TTL, change of the counter. Returns 1
-/// when written (and only then moves the counter).
-static CAS: LazyLock<redis::Script> = LazyLock::new(|| {
+/// `KEYS` record, in-flight counter, timer due set, timer entries, then
+/// index keys; `ARGV` expected version (`""` = absent), JSON, TTL, change
+/// of the counter, current message (`""`: none), highest outbox sequence
+/// (`""`: the outbox is empty), recovery entry id, due ms and JSON, the
+/// timer's wake channel, then the count of timer entries to schedule and
+/// their `(id, due, JSON)`, the count to cancel and their ids, and one
+/// value per index key. Returns 1 when written (and only then changes
+/// anything else).
+static WRITE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'r', ARGV[2])
+redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'r', ARGV[2], 'c', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[4] ~= '0' then redis.call('INCRBY', KEYS[2], ARGV[4]) end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'o', ARGV[6])
+  redis.call('HSET', KEYS[4], ARGV[7], ARGV[9])
+  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
+end
+local i = 12
+local earliest = nil
+for _ = 1, tonumber(ARGV[11]) do
+  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
+  redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
+  local due = tonumber(ARGV[i + 1])
+  if not earliest or due < earliest then earliest = due end
+  i = i + 3
+end
+local cancels = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, cancels do
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  redis.call('HDEL', KEYS[4], ARGV[i])
+  i = i + 1
+end
+for k = 5, #KEYS do
+  redis.call('SET', KEYS[k], ARGV[i], 'EX', ARGV[3])
+  i = i + 1
+end
+if earliest then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) >= earliest then
+    redis.call('PUBLISH', ARGV[10], earliest)
+  end
+end
 return 1
 ",
     )
 });
 
-/// `KEYS[1]` record; `ARGV[1]` a sequence number. Raises the record's
-/// done mark to it (never lowers it), without touching the version.
+/// `KEYS` record, timer due set, timer entries; `ARGV` a sequence number,
+/// the recovery entry id. Raises the record's done mark to it (never
+/// lowers it), without touching the version; once everything written to
+/// the outbox is done, disarms its recovery.
 static MARK_DONE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local d = tonumber(redis.call('HGET', KEYS[1], 'd')) or -1
-if d < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'd', ARGV[1]) end
-return 1
-",
-    )
-});
-
-/// `KEYS[1]` record, then index keys; `ARGV` record JSON, TTL, then one
-/// value per index key. Writes the record only if absent (version 1), and
-/// the indexes in any case. Returns 1 when the record was written.
-static CREATE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[2])
+if d < tonumber(ARGV[1]) then
+  d = tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], 'd', d)
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'v', 1, 'r', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+local o = tonumber(redis.call('HGET', KEYS[1], 'o')) or -1
+if d >= o then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
+end
 return 1
 ",
     )
@@ -74,10 +113,44 @@ return ARGV[1]
     )
 });
 
-/// What becomes of an accepted request whose publish confirm was lost.
+/// `KEYS` fate, record, timer due set, timer entries, in-flight counter;
+/// `ARGV` TTL, recovery entry id, deadline entry id (or `""`). Settles
+/// the fate of work whose write's outcome is unknown: `claimed` when the
+/// record moved on since its first write (it runs); else the record, if
+/// written, is removed with its timer entries, and the fate is
+/// `abandoned`. A fate settled before holds.
+static ABANDON: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local fate = redis.call('GET', KEYS[1])
+if fate then return fate end
+local v = tonumber(redis.call('HGET', KEYS[2], 'v'))
+if v and v > 1 then
+  redis.call('SET', KEYS[1], 'claimed', 'EX', ARGV[1])
+  return 'claimed'
+end
+if v then
+  if redis.call('HEXISTS', KEYS[2], 'c') == 1 then redis.call('DECR', KEYS[5]) end
+  redis.call('DEL', KEYS[2])
+  for i = 2, 3 do
+    if ARGV[i] ~= '' then
+      redis.call('ZREM', KEYS[3], ARGV[i])
+      redis.call('HDEL', KEYS[4], ARGV[i])
+    end
+  end
+end
+redis.call('SET', KEYS[1], 'abandoned', 'EX', ARGV[1])
+return 'abandoned'
+",
+    )
+});
+
+/// What becomes of accepted work whose hand-off had an unknown outcome:
+/// a lost write (now), or a lost publish confirm (before transitions were
+/// applied in ingest; settled by whoever starts it from the old queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
-    /// The workflow service picked it up: it runs.
+    /// It was picked up: it runs.
     Claimed,
     /// Ingest answered 503 for it: it must not run.
     Abandoned,
@@ -97,6 +170,40 @@ impl Fate {
 pub struct Versioned {
     pub version: Option<u64>,
     pub record: WorkflowRecord,
+}
+
+/// One write of a workflow's record, with what goes with it atomically
+/// ([`WorkflowStore::write`]).
+#[derive(Debug)]
+pub struct Write<'a> {
+    pub id: &'a str,
+    /// The version read (`None`: the record must not exist yet).
+    pub expected: Option<u64>,
+    pub record: &'a WorkflowRecord,
+    /// The change of the count of workflows in flight.
+    pub in_flight: i64,
+    /// The message whose send is current, for the senders' check
+    /// (`None`: no send is current, the workflow has ended).
+    pub current: Option<Uuid>,
+    /// Timer entries to upsert: id, due time (ms), entry JSON
+    /// ([`crate::timer::entry_json`]).
+    pub schedule: Vec<(String, i64, String)>,
+    /// Timer entries to forget.
+    pub cancel: Vec<String>,
+    /// Plain `(key, value)` indexes of the record, with its TTL.
+    pub indexes: &'a [(String, String)],
+    /// When the recovery of a non-empty outbox is due (ms).
+    pub recovery_due_ms: i64,
+}
+
+/// The timer entry that carries out workflow `id`'s outbox if nobody
+/// marked it done in time.
+pub fn recovery_id(id: &str) -> String {
+    format!("outbox:{id}")
+}
+
+fn recovery_entry(id: &str) -> String {
+    crate::timer::entry_json(dispatch_model::envelope::WORKFLOW_OUTBOX, id, id, None)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,33 +255,10 @@ impl WorkflowStore {
         }
     }
 
-    /// Writes a new record unless one is stored already, together with
-    /// plain `(key, value)` indexes of it, in one round trip.
-    pub async fn create(
-        &self,
-        id: &str,
-        record: &WorkflowRecord,
-        indexes: &[(String, String)],
-    ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(record)?;
-        let mut invocation = CREATE.key(self.keys.workflow(id));
-        for (key, _) in indexes {
-            invocation.key(key);
-        }
-        invocation.arg(json).arg(self.ttl_secs);
-        for (_, value) in indexes {
-            invocation.arg(value);
-        }
-        let mut conn = self.redis.clone();
-        let written: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(written == 1)
-    }
-
     /// Settles the fate of workflow `id` as `wanted` unless it is settled
-    /// already; returns the fate that holds. The workflow service claims
-    /// each request before starting it; ingest, when a publish's outcome
-    /// is unknown, tries to abandon it, and answers 503 only if that wins
-    /// (else the work runs, and the answer is 202).
+    /// already; returns the fate that holds. Work accepted before the
+    /// upgrade is claimed before it is started from the old `workflow`
+    /// queue, since the ingest of then may have abandoned it.
     pub async fn settle_fate(&self, id: &str, wanted: Fate) -> Result<Fate, StoreError> {
         let mut conn = self.redis.clone();
         let fate: String = SETTLE_FATE
@@ -190,41 +274,91 @@ impl WorkflowStore {
         })
     }
 
-    /// Records that every outbox entry up to `seq` was carried out. Cheaper
-    /// than rewriting the record: [`WorkflowStore::load`] leaves those
-    /// entries out, and the next compare-and-set drops them for good.
+    /// Settles as [`Fate::Abandoned`] work whose first write may or may
+    /// not have happened, unless it moved on already ([`Fate::Claimed`]);
+    /// removes the record and the timer entries (its recovery, and
+    /// `deadline`) that write made.
+    pub async fn abandon(&self, id: &str, deadline: Option<&str>) -> Result<Fate, StoreError> {
+        let mut conn = self.redis.clone();
+        let fate: String = ABANDON
+            .key(self.keys.fate(id))
+            .key(self.keys.workflow(id))
+            .key(self.keys.timer_due())
+            .key(self.keys.timer_entries())
+            .key(self.keys.workflows_in_flight())
+            .arg(self.ttl_secs)
+            .arg(recovery_id(id))
+            .arg(deadline.unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(if fate == Fate::Abandoned.as_str() {
+            Fate::Abandoned
+        } else {
+            Fate::Claimed
+        })
+    }
+
+    /// Records that every outbox entry up to `seq` was carried out, and
+    /// disarms the outbox's recovery once nothing written to it is left.
+    /// Cheaper than rewriting the record: [`WorkflowStore::load`] leaves
+    /// those entries out, and the next write drops them for good.
     pub async fn mark_done(&self, id: &str, seq: u64) -> Result<(), StoreError> {
         let mut conn = self.redis.clone();
         let _: i64 = MARK_DONE
             .key(self.keys.workflow(id))
+            .key(self.keys.timer_due())
+            .key(self.keys.timer_entries())
             .arg(seq)
+            .arg(recovery_id(id))
             .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
 
-    /// Writes `record` if the stored version is still `expected`; `false`
-    /// when another writer got there first. The same write moves the count
-    /// of workflows in flight by `in_flight` (+1 when one starts, -1 when
-    /// one ends), so the count stays exact whoever wins.
-    pub async fn compare_and_set(
-        &self,
-        id: &str,
-        expected: Option<u64>,
-        record: &WorkflowRecord,
-        in_flight: i64,
-    ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(record)?;
-        let mut conn = self.redis.clone();
-        let written: i64 = CAS
-            .key(self.keys.workflow(id))
+    /// Carries out `write` if the stored version is still the one it
+    /// names; `false` when another writer got there first (then nothing
+    /// changed). In the same script: the count of workflows in flight
+    /// moves by `in_flight` (+1 when one starts, -1 when one ends), so it
+    /// stays exact whoever wins; the timer entries are scheduled and
+    /// cancelled; the indexes are written; and when the outbox holds
+    /// anything, its recovery is armed: a timer entry that carries it out
+    /// unless [`WorkflowStore::mark_done`] disarms it first.
+    pub async fn write(&self, write: &Write<'_>) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(write.record)?;
+        let id = write.id;
+        let mut invocation = WRITE.key(self.keys.workflow(id));
+        invocation
             .key(self.keys.workflows_in_flight())
-            .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+            .key(self.keys.timer_due())
+            .key(self.keys.timer_entries());
+        for (key, _) in write.indexes {
+            invocation.key(key);
+        }
+        let highest = write.record.outbox.iter().map(|p| p.seq).max();
+        invocation
+            .arg(write.expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(json)
             .arg(self.ttl_secs)
-            .arg(in_flight)
-            .invoke_async(&mut conn)
-            .await?;
+            .arg(write.in_flight)
+            .arg(write.current.map(|c| c.to_string()).unwrap_or_default())
+            .arg(highest.map(|s| s.to_string()).unwrap_or_default())
+            .arg(recovery_id(id))
+            .arg(write.recovery_due_ms)
+            .arg(recovery_entry(id))
+            .arg(self.keys.timer_wake())
+            .arg(write.schedule.len());
+        for (entry_id, due_ms, entry) in &write.schedule {
+            invocation.arg(entry_id).arg(due_ms).arg(entry);
+        }
+        invocation.arg(write.cancel.len());
+        for entry_id in &write.cancel {
+            invocation.arg(entry_id);
+        }
+        for (_, value) in write.indexes {
+            invocation.arg(value);
+        }
+        let mut conn = self.redis.clone();
+        let written: i64 = invocation.invoke_async(&mut conn).await?;
         Ok(written == 1)
     }
 

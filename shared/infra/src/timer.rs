@@ -25,6 +25,23 @@ pub struct Entry {
     pub traceparent: Option<String>,
 }
 
+/// The stored JSON of an [`Entry`].
+pub fn entry_json(
+    routing_key: &str,
+    message_id: &str,
+    payload: &str,
+    traceparent: Option<String>,
+) -> String {
+    // Strings only: serialising cannot fail.
+    serde_json::to_string(&Entry {
+        routing_key: routing_key.to_owned(),
+        message_id: message_id.to_owned(),
+        payload: payload.to_owned(),
+        traceparent,
+    })
+    .unwrap_or_default()
+}
+
 /// `KEYS[1]` due set, `KEYS[2]` entries hash; `ARGV` id, due ms, entry
 /// JSON, wake channel. Upserts the entry and wakes timers when it is now
 /// the earliest.
@@ -120,19 +137,12 @@ impl Scheduler {
         message_id: &str,
         payload: &str,
     ) -> Result<(), RedisError> {
-        let entry = serde_json::to_string(&Entry {
-            routing_key: routing_key.to_owned(),
-            message_id: message_id.to_owned(),
-            payload: payload.to_owned(),
-            traceparent: crate::telemetry::current_traceparent(),
-        })
-        .map_err(|e| {
-            RedisError::from((
-                redis::ErrorKind::Client,
-                "encoding a timer entry",
-                e.to_string(),
-            ))
-        })?;
+        let entry = entry_json(
+            routing_key,
+            message_id,
+            payload,
+            crate::telemetry::current_traceparent(),
+        );
         let mut conn = self.redis.clone();
         let _: i64 = SCHEDULE
             .key(self.keys.timer_due())

@@ -12,12 +12,22 @@ use crate::channel::Channel;
 use crate::message::OutboundMessage;
 use crate::record::{MessageError, MessageStatus, Usage};
 
-/// Routing key of accepted work, consumed by the workflow service.
+/// Routing key of accepted work, as published before transitions were
+/// applied where their events arise; still consumed from the `workflow`
+/// queue during a rolling upgrade.
 pub const WORKFLOW_ACCEPTED: &str = "workflow.accepted";
-/// Routing key of message status events (from senders and provider callbacks).
+/// Routing key of message status events, as published by senders and
+/// provider callbacks before they applied them; still consumed during a
+/// rolling upgrade.
 pub const WORKFLOW_STATUS: &str = "workflow.status";
-/// Routing key of fired step deadlines (from the timer).
+/// Routing key of a step's deadline timer entry: the timer applies it.
+/// (Timers before the change published it to the `workflow` queue.)
 pub const WORKFLOW_DEADLINE: &str = "workflow.deadline";
+/// Routing key of an outbox's recovery timer entry: the timer carries out
+/// what a writer left in a workflow's outbox. Never published.
+pub const WORKFLOW_OUTBOX: &str = "workflow.outbox";
+/// Routing key of a transition's webhooks, published as one job.
+pub const WEBHOOK_BATCH: &str = "webhook.batch";
 /// Routing key of an open circuit's probe (bound to the webhooks queue).
 pub const WEBHOOK_PROBE: &str = "webhook.probe";
 
@@ -36,6 +46,10 @@ pub enum Envelope {
     Webhook(WebhookJob),
     #[serde(rename = "webhook.probe.v1")]
     WebhookProbe(WebhookProbe),
+    /// The webhooks of one transition (a step's status and the final
+    /// report), delivered each on its own.
+    #[serde(rename = "webhooks.v1")]
+    Webhooks(WebhookBatch),
 }
 
 impl Envelope {
@@ -47,6 +61,7 @@ impl Envelope {
             Envelope::Send(s) => send_routing_key(s.channel),
             Envelope::Webhook(w) => format!("webhook.{}", w.kind.as_str()),
             Envelope::WebhookProbe(_) => WEBHOOK_PROBE.into(),
+            Envelope::Webhooks(_) => WEBHOOK_BATCH.into(),
         }
     }
 
@@ -60,6 +75,12 @@ impl Envelope {
             Envelope::Send(s) => s.message_uuid.to_string(),
             Envelope::Webhook(w) => w.webhook_id.clone(),
             Envelope::WebhookProbe(p) => format!("probe:{}", p.endpoint_id),
+            Envelope::Webhooks(b) => b
+                .jobs
+                .iter()
+                .map(|j| j.webhook_id.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 
@@ -198,4 +219,22 @@ pub struct WebhookJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookProbe {
     pub endpoint_id: String,
+}
+
+/// Several webhooks in one job: those one transition yields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookBatch {
+    /// In the order they are to be delivered.
+    pub jobs: Vec<WebhookJob>,
+}
+
+impl Envelope {
+    /// The webhook jobs this envelope carries, if it is one or a batch.
+    pub fn into_webhooks(self) -> Option<Vec<WebhookJob>> {
+        match self {
+            Envelope::Webhook(job) => Some(vec![job]),
+            Envelope::Webhooks(batch) => Some(batch.jobs),
+            _ => None,
+        }
+    }
 }

@@ -1,19 +1,24 @@
 //! `POST /v0.1/messages` and `POST /v0.1/dispatch`.
 //!
-//! A request is answered 202 only after RabbitMQ confirmed the envelope.
-//! When the publish fails the client gets 503; if the broker might still
-//! hold the envelope (a lost or late confirm), ingest first settles the
-//! request's fate as abandoned, so the workflow service drops it: 503
-//! means nothing will be sent. If the workflow service claimed it first,
-//! the work is under way and the answer is 202 after all. The lookup record is written after the confirm, only if absent,
-//! so it never overwrites state the workflow service already wrote.
+//! Ingest applies the workflow's first transition itself: one script in
+//! Redis writes the record with its first send in the outbox, schedules
+//! the step's deadline, indexes the messages and arms the outbox's
+//! recovery. A request is answered 202 exactly when that write succeeded:
+//! ingest then publishes the send command (with a confirm) and marks the
+//! outbox done before answering, and if it cannot (RabbitMQ down, or this
+//! process dies), the recovery publishes it `outbox_recovery_ms` later.
+//! When the write fails the answer is 503; if it may have happened after
+//! all (the connection dropped mid-script), ingest first abandons it,
+//! removing the record unless something moved it on, so 503 means
+//! nothing will be sent (docs/architecture.md, "202 and 503").
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use dispatch_flow::machine::deadline_id;
 use dispatch_infra::store::Fate;
-use dispatch_model::envelope::{Envelope, Step, WorkflowAccepted, WorkflowKind};
-use dispatch_model::record::{WorkflowRecord, now_ms};
+use dispatch_model::envelope::{Step, WorkflowAccepted, WorkflowKind};
+use dispatch_model::record::now_ms;
 use dispatch_model::validate::{validate_message, validate_workflow};
 use dispatch_model::{CreateWorkflow, OutboundMessage};
 use serde_json::{Value, json};
@@ -96,25 +101,57 @@ async fn accept(
         accepted_at_ms: now_ms(),
         steps,
     };
-    let envelope = Envelope::WorkflowAccepted(accepted.clone());
-    if let Err(e) = state.broker.publish(&envelope).await {
-        tracing::warn!(error = %e, "publish failed");
-        if e.outcome_unknown() && abandon(state, &id).await == Some(Fate::Claimed) {
-            // The broker had it after all, and the work has started.
-            return Ok(());
-        }
+    // A dispatch's messages are found by their own uuid too.
+    let indexes: Vec<(String, String)> = match kind {
+        WorkflowKind::Dispatch => accepted
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    state.keys.message(&s.message_uuid.to_string()),
+                    id.to_string(),
+                )
+            })
+            .collect(),
+        WorkflowKind::Message => Vec::new(),
+    };
+    let first_deadline = accepted.steps.first().map(|s| deadline_id(s.message_uuid));
+    if !state.broker.is_ready() {
+        // Known to be down: refuse rather than pile work up in Redis for
+        // the recovery. (Lost mid-request, it is the recovery's.)
         return Err(ApiError::Unavailable("The message broker is unavailable."));
     }
-    write_record(state, accepted).await;
-    Ok(())
+    match state.engine.start(accepted, &indexes).await {
+        Ok(applied) => {
+            // Durable from here: the record holds the first send, and the
+            // recovery publishes it if this process goes no further.
+            dispatch_infra::failpoint::hit("ingest-after-write", &id);
+            if let Some(outbox) = applied.outbox() {
+                state.engine.carry_out(outbox).await;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write the workflow");
+            if e.outcome_unknown()
+                && abandon(state, &id, first_deadline.as_deref()).await == Some(Fate::Claimed)
+            {
+                // Written after all, and already under way.
+                return Ok(());
+            }
+            Err(ApiError::Unavailable("The store is unavailable."))
+        }
+    }
 }
 
-/// Tries to make sure work whose publish outcome is unknown never runs;
-/// `None` when Redis cannot say (then it may run despite the 503).
-async fn abandon(state: &AppState, id: &Uuid) -> Option<Fate> {
+/// Makes sure work whose write outcome is unknown never runs: removes the
+/// record if it was written and nothing moved it on since; `None` when
+/// Redis cannot say (then it may run despite the 503).
+async fn abandon(state: &AppState, id: &Uuid, deadline: Option<&str>) -> Option<Fate> {
     match state
-        .store
-        .settle_fate(&id.to_string(), Fate::Abandoned)
+        .engine
+        .store()
+        .abandon(&id.to_string(), deadline)
         .await
     {
         Ok(fate) => Some(fate),
@@ -122,25 +159,5 @@ async fn abandon(state: &AppState, id: &Uuid) -> Option<Fate> {
             tracing::error!(error = %e, workflow_id = %id, "could not abandon work; it may still be sent");
             None
         }
-    }
-}
-
-async fn write_record(state: &AppState, workflow: WorkflowAccepted) {
-    let id = workflow.workflow_id.to_string();
-    // A dispatch's messages are found by their own uuid too.
-    let indexes: Vec<(String, String)> = match workflow.kind {
-        WorkflowKind::Dispatch => workflow
-            .steps
-            .iter()
-            .map(|s| (state.keys.message(&s.message_uuid.to_string()), id.clone()))
-            .collect(),
-        WorkflowKind::Message => Vec::new(),
-    };
-    // Only if absent: the workflow service may have picked the work up
-    // already, and its state is newer. Either way the work is durably
-    // queued; at worst the lookup lags until the workflow service writes.
-    let record = WorkflowRecord::new(workflow);
-    if let Err(e) = state.store.create(&id, &record, &indexes).await {
-        tracing::warn!(error = %e, workflow_id = %id, "could not write the lookup record");
     }
 }

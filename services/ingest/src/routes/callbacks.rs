@@ -9,20 +9,23 @@
 //!
 //! A callback is believed only once its adapter verified the signature;
 //! anything else is 401 and changes nothing. A believed receipt is matched
-//! to its message and published as a status event, or parked until the
-//! sender records the provider's id (then applied by the sender, never
-//! dropped). An inbound message opens the channel's reply window for the
-//! user, and goes to the application as an `inbound-message` webhook.
-//! When the broker is out the answer is 503, and the provider retries.
+//! to its message and applied to its workflow here (the transition and
+//! its webhooks' outbox written in Redis before the answer), or parked
+//! until the sender records the provider's id (then applied by the
+//! sender, never dropped). An inbound message opens the channel's reply
+//! window for the user, and goes to the application as an
+//! `inbound-message` webhook. When Redis is out (or, for an inbound
+//! message, the broker) the answer is 503, and the provider retries.
 
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use dispatch_flow::Event;
 use dispatch_infra::config::{ProviderKind, ProviderSettings};
 use dispatch_infra::providers::{Owner, RouteTarget};
 use dispatch_infra::receipts::Receipt;
 use dispatch_model::Channel;
-use dispatch_model::envelope::{Envelope, WebhookJob, WebhookKind};
+use dispatch_model::envelope::{Envelope, StatusEvent, WebhookJob, WebhookKind};
 use dispatch_model::record::{MessageStatus, iso_timestamp};
 use dispatch_providers::{CallbackError, CallbackEvent, CallbackOutcome, CallbackRequest, Inbound};
 use serde_json::json;
@@ -260,10 +263,26 @@ async fn receipt_event(
         tracing::debug!(provider_id = %receipt.provider_message_id, "receipt parked until its send is recorded");
         return Ok(());
     };
-    let event = Envelope::Status(receipt.into_event(target));
-    if let Err(e) = state.broker.publish(&event).await {
-        tracing::warn!(error = %e, "could not publish a receipt");
-        return Err(ApiError::Unavailable("The message broker is unavailable."));
+    apply_receipt(state, receipt.into_event(target)).await
+}
+
+/// Applies a receipt's status to its workflow. Answered only once the
+/// transition is written: a receipt that cannot be applied (Redis down)
+/// gets a 503 and the provider sends it again; none is acknowledged
+/// before it is durable.
+async fn apply_receipt(state: &AppState, event: StatusEvent) -> ApiResult<()> {
+    dispatch_infra::failpoint::hit("callback-before-apply", &event.message_uuid);
+    let applied = state
+        .engine
+        .apply(event.workflow_id, Event::Status(&event))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "could not apply a receipt");
+            ApiError::Unavailable("The data store is unreachable.")
+        })?;
+    dispatch_infra::failpoint::hit("callback-after-write", &event.message_uuid);
+    if let Some(outbox) = applied.outbox() {
+        state.engine.carry_out(outbox).await;
     }
     Ok(())
 }

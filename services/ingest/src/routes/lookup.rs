@@ -22,7 +22,8 @@ use crate::state::AppState;
 
 async fn load(state: &AppState, account: &str, id: Uuid) -> ApiResult<WorkflowRecord> {
     let found = state
-        .store
+        .engine
+        .store()
         .load(&id.to_string())
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
