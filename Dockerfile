@@ -1,4 +1,4 @@
-# One image for every service: `dispatch <subcommand>` (ingest, workflow,
+# One image for every service: `dispatch <subcommand>` (ingest,
 # sender --channel sms, timer, notifier, provider-sim, all, account create,
 # healthcheck, ...).
 #

@@ -225,7 +225,8 @@ impl Sender {
             .arg("NX")
             .arg("PX")
             .arg(lock.ms);
-        pipe.hget(self.keys.workflow(&command.workflow_id.to_string()), "c");
+        let workflow = self.keys.workflow(&command.workflow_id.to_string());
+        pipe.hget(&workflow, "v").hget(&workflow, "c");
         if let Some(app) = command.application_id {
             pipe.hget(self.keys.providers(&app.to_string()), channel);
         }
@@ -233,7 +234,7 @@ impl Sender {
         let mut conn = self.redis.clone();
         let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let settings: Vec<Option<String>> = values
-            .split_off(3.min(values.len()))
+            .split_off(4.min(values.len()))
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?;
@@ -242,6 +243,7 @@ impl Sender {
             .map(redis::from_redis_value::<Option<String>>);
         let sent = values.next().transpose()?.flatten();
         let locked = values.next().transpose()?.flatten().is_some();
+        let version = values.next().transpose()?.flatten();
         let current = values.next().transpose()?.flatten();
 
         if let Some(raw) = sent {
@@ -253,7 +255,7 @@ impl Sender {
         if !locked {
             return Err(HandleError::Busy);
         }
-        if !turn::is_current(current.as_deref(), command.message_uuid) {
+        if !turn::is_current(version.as_deref(), current.as_deref(), command.message_uuid) {
             // The workflow moved past this step (its deadline failed it
             // over while the command waited in the queue) or ended: a send
             // now would reach the user besides the next step's.

@@ -61,8 +61,10 @@ impl Topology {
         }
     }
 
-    /// The queue the workflow service consumes: accepted work, status
-    /// events and fired deadlines.
+    /// The queue of the topology before transitions were applied where
+    /// their events arise (accepted work, status events, fired
+    /// deadlines); timers drain it after an upgrade, nothing publishes to
+    /// it now.
     pub fn workflow_queue(&self) -> String {
         format!("{}.workflow", self.prefix)
     }

@@ -85,8 +85,8 @@ impl Keys {
         format!("{}:workflow:{id}", self.prefix)
     }
 
-    /// String (integer): workflows started and not yet ended, moved by the
-    /// workflow service's compare-and-set; read for the
+    /// String (integer): workflows started and not yet ended, moved by
+    /// each workflow write ([`crate::store::WorkflowStore::write`]); read for the
     /// `dispatch_workflows_in_flight` metric.
     pub fn workflows_in_flight(&self) -> String {
         format!("{}:workflows_in_flight", self.prefix)
@@ -236,9 +236,9 @@ impl Keys {
         )
     }
 
-    /// String `claimed` or `abandoned`: who settled an accepted request
-    /// first, the workflow service (it runs) or ingest after a lost
-    /// confirm (it answered 503, so it must not run). See
+    /// String `claimed` or `abandoned`: whether work whose hand-off had an
+    /// unknown outcome runs, or was answered 503 and must not. See
+    /// [`crate::store::WorkflowStore::abandon`] and
     /// [`crate::store::WorkflowStore::settle_fate`].
     pub fn fate(&self, id: &str) -> String {
         format!("{}:fate:{id}", self.prefix)

@@ -2,9 +2,11 @@
 //!
 //! A record is a hash: `v` a version number, `r` the record's JSON, `d`
 //! the highest outbox sequence number known to be carried out, `o` the
-//! highest one written, and `c` the message whose send is current (empty
-//! once the workflow ended; absent in records written before senders
-//! checked it). Every write names the version it read; the write happens
+//! highest one written, and `c` the message whose send is current, as
+//! `{version} {message}` (no message once the workflow ended). `c` holds
+//! only at the version it names: a record written since by a service of
+//! the version before (which knows no `c`) has moved on without it, and
+//! then it says nothing. Every write names the version it read; the write happens
 //! only if the version is still that one, and bumps it. Two writers (or
 //! a repeated event) racing on one workflow therefore never both win: the
 //! loser reloads and re-applies its event to the winner's state. Comparing
@@ -38,7 +40,8 @@ static WRITE: LazyLock<redis::Script> = LazyLock::new(|| {
         r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', (tonumber(v) or 0) + 1, 'r', ARGV[2], 'c', ARGV[5])
+local next = (tonumber(v) or 0) + 1
+redis.call('HSET', KEYS[1], 'v', next, 'r', ARGV[2], 'c', next .. ' ' .. ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[4] ~= '0' then redis.call('INCRBY', KEYS[2], ARGV[4]) end
 if ARGV[6] ~= '' then

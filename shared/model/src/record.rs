@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
-    /// Durably queued, not yet picked up by the workflow service.
+    /// Accepted, first step not started: a record the ingest of before
+    /// the upgrade wrote for work it queued (this version starts work in
+    /// the same write that stores it).
     Accepted,
     InProgress,
     Completed,
@@ -147,9 +149,10 @@ pub fn now_ms() -> i64 {
     i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// What is stored about a workflow, and what the lookups show. Ingest
-/// writes the initial record on acceptance ([`WorkflowRecord::new`]); the
-/// workflow service moves it on, one compare-and-set at a time.
+/// What is stored about a workflow, and what the lookups show. Created by
+/// ingest with the first transition ([`WorkflowRecord::new`], then
+/// start), moved on by whichever service an event arises in, one
+/// compare-and-set at a time (`dispatch_flow`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowRecord {
     /// The request as accepted; never changes.
@@ -165,7 +168,7 @@ pub struct WorkflowRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
     /// Effects of transitions that are stored but not yet known to be
-    /// carried out (see the workflow service's outbox).
+    /// carried out (the outbox, `dispatch_flow`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<Pending>,
     #[serde(default)]
