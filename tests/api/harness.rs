@@ -114,6 +114,12 @@ impl TestApp {
     /// Takes every envelope ingest queued: send commands, webhook jobs,
     /// and anything on the old topology's workflow queue (nothing, now).
     pub async fn drain_queued(&self) -> Vec<lapin::message::BasicGetMessage> {
+        // What was answered 202 is published right after the answer.
+        while self.state.carry_outs.available_permits()
+            < dispatch_ingest::state::CARRY_OUTS_IN_FLIGHT
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let connection =
             Connection::connect(&self.config.amqp_url, ConnectionProperties::default())
                 .await

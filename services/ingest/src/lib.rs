@@ -169,6 +169,7 @@ pub async fn spawn_with(
             config.record_ttl_secs,
         ),
         engine: dispatch_flow::Engine::new(&config, redis.clone(), broker.clone()),
+        carry_outs: Arc::new(tokio::sync::Semaphore::new(state::CARRY_OUTS_IN_FLIGHT)),
         base_url: config.public_base().into(),
         keys: Keys::new(&config.redis_prefix),
         limits: Limits {

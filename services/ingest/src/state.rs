@@ -5,6 +5,10 @@ use dispatch_infra::broker::Broker;
 use dispatch_infra::redis::Keys;
 use dispatch_model::Limits;
 
+/// Most outboxes of accepted work being published at once; beyond it, a
+/// request waits for one to finish before it is answered.
+pub const CARRY_OUTS_IN_FLIGHT: usize = 1024;
+
 /// What every handler needs, cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -14,6 +18,9 @@ pub struct AppState {
     pub keys: Keys,
     /// Applies `accepted` and receipts to workflow records.
     pub engine: dispatch_flow::Engine,
+    /// Outboxes being published after their 202, at most
+    /// [`CARRY_OUTS_IN_FLIGHT`] at once.
+    pub carry_outs: Arc<tokio::sync::Semaphore>,
     pub receipts: dispatch_infra::receipts::Receipts,
     pub secrets: Arc<crate::accounts::SecretCache>,
     /// Each account's request rate.

@@ -290,8 +290,17 @@ impl Engine {
         indexes: &[(String, String)],
     ) -> Result<Applied, EngineError> {
         let key = id.to_string();
+        // New work has no record yet: try creating it without reading
+        // first (a record that exists makes the write fail, then it is
+        // read like any other).
+        let mut read = initial.is_none();
         for _ in 0..MAX_RACES {
-            let stored = self.store.load(&key).await?;
+            let stored = if read {
+                self.store.load(&key).await?
+            } else {
+                None
+            };
+            read = true;
             let creating = stored.is_none();
             let Some(Versioned { version, record }) = stored.or_else(|| {
                 initial.clone().map(|record| Versioned {

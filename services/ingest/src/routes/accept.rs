@@ -5,8 +5,8 @@
 //! the step's deadline, indexes the messages and arms the outbox's
 //! recovery. A request is answered 202 exactly when that write succeeded:
 //! ingest then publishes the send command (with a confirm) and marks the
-//! outbox done before answering, and if it cannot (RabbitMQ down, or this
-//! process dies), the recovery publishes it `outbox_recovery_ms` later.
+//! outbox done, and if it cannot (RabbitMQ down, or this process dies),
+//! the recovery publishes it `outbox_recovery_ms` later.
 //! When the write fails the answer is 503; if it may have happened after
 //! all (the connection dropped mid-script), ingest first abandons it,
 //! removing the record unless something moved it on, so 503 means
@@ -127,7 +127,19 @@ async fn accept(
             // recovery publishes it if this process goes no further.
             dispatch_infra::failpoint::hit("ingest-after-write", &id);
             if let Some(outbox) = applied.outbox() {
-                state.engine.carry_out(outbox).await;
+                // After the answer: it adds nothing to what 202 promises,
+                // only to its latency. Bounded, so a slow broker slows
+                // the answers down rather than piling up tasks.
+                let permit = state.carry_outs.clone().acquire_owned().await;
+                let engine = state.engine.clone();
+                let span = tracing::Span::current();
+                tokio::spawn(
+                    async move {
+                        engine.carry_out(outbox).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
             Ok(())
         }
