@@ -21,7 +21,9 @@
 //! that instance, reached with the environment `_dev_rabbitmq_env` sets
 //! (its own `HOME` with the Erlang cookie, node name, private epmd port);
 //! otherwise `rabbitmqctl` from `PATH` (or `--rabbitmqctl`) with the
-//! bench's environment, as an administrator would run it.
+//! bench's environment, as an administrator would run it (which, like any
+//! Erlang tool, starts the shared `epmd` on port 4369 if none runs, and
+//! leaves it running).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
