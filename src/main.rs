@@ -74,8 +74,15 @@ enum Command {
     /// Declare the RabbitMQ exchange and queues, then exit.
     Topology,
     /// Drive `POST /v0.1/dispatch` against a running system and print
-    /// accepted requests per second and latency percentiles.
+    /// accepted requests per second and latency percentiles, beside the
+    /// broker's raw publish rate; with `--completed`, whole workflows and
+    /// what each costs (CPU per process, persistent messages).
     Bench(bench::Args),
+    /// Measure the broker alone: persistent, confirmed, mandatory
+    /// publishes over one connection, pipelined as ingest publishes, to a
+    /// queue of the run's own; prints publishes per second and confirm
+    /// latency.
+    BenchBroker(bench::broker::Args),
     /// Measure timer lateness with many pending deadlines (runs a timer
     /// in-process against the configured RabbitMQ and Redis, under a
     /// private prefix).
@@ -495,6 +502,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args, &config).await,
+        Command::BenchBroker(args) => bench::broker::run(args, &config).await,
         Command::BenchTimer(args) => dispatch_timer::bench::run_bench(&config, args).await,
         Command::BenchWebhooks(args) => {
             // A timer brings back the webhooks that waited for a free slot.
