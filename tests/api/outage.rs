@@ -88,4 +88,25 @@ async fn no_redis_means_503_not_500() {
     let (status, body) = app.post_json("/v0.1/messages", &cases::sms()).await;
     assert_problem(status, &body, 503);
     assert!(app.drain_queued().await.is_empty());
+
+    // A signed receipt cannot be applied: 503, so that the provider
+    // sends it again, rather than a 2xx for something not kept.
+    let receipt = serde_json::to_vec(&serde_json::json!({
+        "message_id": "sim-1",
+        "reference": "00000000-0000-0000-0000-000000000000",
+        "status": "delivered",
+        "timestamp_ms": 1_700_000_000_000i64,
+    }))
+    .expect("json");
+    let (status, body) = send(
+        app.client
+            .post(format!("{}/callbacks/simulator", app.url))
+            .header(
+                dispatch_provider_sim::wire::SIGNATURE_HEADER,
+                dispatch_provider_sim::wire::sign(&app.config.simulator_secret, &receipt),
+            )
+            .body(receipt),
+    )
+    .await;
+    assert_problem(status, &body, 503);
 }

@@ -14,8 +14,12 @@
 //! transition's webhooks as one job), and arms the outbox's recovery: a
 //! timer entry due `outbox_recovery_ms` later.
 //!
-//! **Outbox.** The writer then publishes the outbox with confirms and
-//! marks it done, which disarms the recovery. A writer that dies (or
+//! **Outbox.** The writer then publishes its transition's entries with
+//! confirms and marks them done; once none is left undone, the recovery is
+//! disarmed. Entries an earlier writer left undone are not published
+//! again by a later one: that writer is still publishing them (or died,
+//! and the recovery will), so overlapping transitions cost no duplicate
+//! messages. A writer that dies (or
 //! cannot reach RabbitMQ) in between leaves the outbox in the record, and
 //! the timer carries it out when the recovery entry comes due
 //! ([`Engine::recover`]). So a state change never happens without its
@@ -234,8 +238,8 @@ impl Engine {
                 "effects not carried out; the outbox's recovery will");
             return false;
         }
-        let last = outbox.pending.iter().map(|p| p.seq).max().unwrap_or(0);
-        if let Err(e) = self.store.mark_done(&outbox.id, last).await {
+        let seqs: Vec<u64> = outbox.pending.iter().map(|p| p.seq).collect();
+        if let Err(e) = self.store.mark_done(&outbox.id, &seqs).await {
             tracing::warn!(error = %e, workflow_id = %outbox.id,
                 "outbox carried out but not marked done; its recovery repeats it");
             return false;
@@ -302,12 +306,18 @@ impl Engine {
             };
             read = true;
             let creating = stored.is_none();
-            let Some(Versioned { version, record }) = stored.or_else(|| {
+            let Some(Versioned {
+                version,
+                record,
+                armed,
+            }) = stored.or_else(|| {
                 initial.clone().map(|record| Versioned {
                     version: None,
                     record,
+                    armed: true,
                 })
-            }) else {
+            })
+            else {
                 tracing::warn!(workflow_id = %id, "no record for this workflow; dropping the event");
                 return Ok(Applied::Missing);
             };
@@ -318,11 +328,17 @@ impl Engine {
                     // Nothing to start (no steps): nothing stored either.
                     return Ok(Applied::Missing);
                 }
+                // What is left in an armed outbox is its writer's or the
+                // recovery's. One written before recoveries existed is
+                // carried out by whoever sees it, as then.
                 return Ok(Applied::Unchanged(Outbox {
                     id: key,
-                    pending: record.outbox,
+                    pending: if armed { Vec::new() } else { record.outbox },
                 }));
             };
+            // This transition's own entries; older ones left undone belong
+            // to their writer, or to the recovery if it died.
+            let own_from = if armed { next.next_seq } else { 0 };
             let ops = TimerOps::of(effects, &mut next);
             let change = Change::between(&record, &next);
             let current = next
@@ -343,10 +359,9 @@ impl Engine {
             if self.store.write(&write).await? {
                 tracing::debug!(status = ?next.status, step = ?next.current_step, "transition");
                 change.count(&next, event);
-                return Ok(Applied::Changed(Outbox {
-                    id: key,
-                    pending: next.outbox,
-                }));
+                let mut pending = next.outbox;
+                pending.retain(|p| p.seq >= own_from);
+                return Ok(Applied::Changed(Outbox { id: key, pending }));
             }
             count_event(event, "conflict");
         }

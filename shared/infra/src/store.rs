@@ -1,8 +1,9 @@
 //! Workflow records in Redis, changed only by compare-and-set.
 //!
-//! A record is a hash: `v` a version number, `r` the record's JSON, `d`
-//! the highest outbox sequence number known to be carried out, `o` the
-//! highest one written, and `c` the message whose send is current, as
+//! A record is a hash: `v` a version number, `r` the record's JSON, `u`
+//! the sequence numbers of its outbox entries not yet carried out (`d`,
+//! the highest one carried out, in records written before `u`), and `c`
+//! the message whose send is current, as
 //! `{version} {message}` (no message once the workflow ended). `c` holds
 //! only at the version it names: a record written since by a service of
 //! the version before (which knows no `c`) has moved on without it, and
@@ -44,8 +45,8 @@ local next = (tonumber(v) or 0) + 1
 redis.call('HSET', KEYS[1], 'v', next, 'r', ARGV[2], 'c', next .. ' ' .. ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[4] ~= '0' then redis.call('INCRBY', KEYS[2], ARGV[4]) end
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'o', ARGV[6])
+redis.call('HSET', KEYS[1], 'u', ARGV[6])
+if ARGV[6] ~= ' ' then
   redis.call('HSET', KEYS[4], ARGV[7], ARGV[9])
   redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
 end
@@ -80,23 +81,31 @@ return 1
     )
 });
 
-/// `KEYS` record, timer due set, timer entries; `ARGV` a sequence number,
-/// the recovery entry id. Raises the record's done mark to it (never
-/// lowers it), without touching the version; once everything written to
-/// the outbox is done, disarms its recovery.
+/// `KEYS` record, timer due set, timer entries; `ARGV` the recovery entry
+/// id, then sequence numbers carried out. Takes them off the record's
+/// undone list `u` without touching the version; once nothing is left,
+/// disarms the outbox's recovery. A record written before `u` existed
+/// has a done mark `d` instead, raised to the highest of them.
 static MARK_DONE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local d = tonumber(redis.call('HGET', KEYS[1], 'd')) or -1
-if d < tonumber(ARGV[1]) then
-  d = tonumber(ARGV[1])
+local u = redis.call('HGET', KEYS[1], 'u')
+if not u then
+  local d = tonumber(redis.call('HGET', KEYS[1], 'd')) or -1
+  for i = 2, #ARGV do
+    if tonumber(ARGV[i]) > d then d = tonumber(ARGV[i]) end
+  end
   redis.call('HSET', KEYS[1], 'd', d)
+  return 1
 end
-local o = tonumber(redis.call('HGET', KEYS[1], 'o')) or -1
-if d >= o then
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  redis.call('HDEL', KEYS[3], ARGV[2])
+for i = 2, #ARGV do
+  u = string.gsub(u, ' ' .. ARGV[i] .. ' ', ' ')
+end
+redis.call('HSET', KEYS[1], 'u', u)
+if u == ' ' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
 end
 return 1
 ",
@@ -173,6 +182,21 @@ impl Fate {
 pub struct Versioned {
     pub version: Option<u64>,
     pub record: WorkflowRecord,
+    /// Whether its outbox's recovery is armed: written by this version,
+    /// so what is left in the outbox is its writer's or the recovery's
+    /// to carry out, no one else's.
+    pub armed: bool,
+}
+
+/// The undone list `u`: ` 4 5 `, spaces around every number, so that one
+/// is taken off by replacing ` 4 ` with ` `; ` ` when nothing is undone.
+fn undone_list(seqs: impl Iterator<Item = u64>) -> String {
+    let mut list = String::from(" ");
+    for seq in seqs {
+        list.push_str(&seq.to_string());
+        list.push(' ');
+    }
+    list
 }
 
 /// One write of a workflow's record, with what goes with it atomically
@@ -235,23 +259,35 @@ impl WorkflowStore {
 
     pub async fn load(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
         let mut conn = self.redis.clone();
-        let (version, raw, done): (Option<u64>, Option<String>, Option<u64>) = redis::cmd("HMGET")
+        type Fields = (Option<u64>, Option<String>, Option<u64>, Option<String>);
+        let (version, raw, done, undone): Fields = redis::cmd("HMGET")
             .arg(self.keys.workflow(id))
             .arg("v")
             .arg("r")
             .arg("d")
+            .arg("u")
             .query_async(&mut conn)
             .await?;
         match (version, raw) {
             (Some(version), Some(raw)) => {
                 let mut record: WorkflowRecord = serde_json::from_str(&raw)?;
                 // Carried out already: the next write leaves them out.
-                if let Some(done) = done {
-                    record.outbox.retain(|p| p.seq > done);
+                let armed = undone.is_some();
+                match (undone, done) {
+                    (Some(undone), _) => {
+                        let undone: Vec<u64> = undone
+                            .split_whitespace()
+                            .filter_map(|s| s.parse().ok())
+                            .collect();
+                        record.outbox.retain(|p| undone.contains(&p.seq));
+                    }
+                    (None, Some(done)) => record.outbox.retain(|p| p.seq > done),
+                    (None, None) => {}
                 }
                 Ok(Some(Versioned {
                     version: Some(version),
                     record,
+                    armed,
                 }))
             }
             _ => Ok(None),
@@ -305,14 +341,14 @@ impl WorkflowStore {
     /// disarms the outbox's recovery once nothing written to it is left.
     /// Cheaper than rewriting the record: [`WorkflowStore::load`] leaves
     /// those entries out, and the next write drops them for good.
-    pub async fn mark_done(&self, id: &str, seq: u64) -> Result<(), StoreError> {
+    pub async fn mark_done(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
         let mut conn = self.redis.clone();
         let _: i64 = MARK_DONE
             .key(self.keys.workflow(id))
             .key(self.keys.timer_due())
             .key(self.keys.timer_entries())
-            .arg(seq)
             .arg(recovery_id(id))
+            .arg(seqs)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -337,14 +373,14 @@ impl WorkflowStore {
         for (key, _) in write.indexes {
             invocation.key(key);
         }
-        let highest = write.record.outbox.iter().map(|p| p.seq).max();
+        let undone = undone_list(write.record.outbox.iter().map(|p| p.seq));
         invocation
             .arg(write.expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(json)
             .arg(self.ttl_secs)
             .arg(write.in_flight)
             .arg(write.current.map(|c| c.to_string()).unwrap_or_default())
-            .arg(highest.map(|s| s.to_string()).unwrap_or_default())
+            .arg(undone)
             .arg(recovery_id(id))
             .arg(write.recovery_due_ms)
             .arg(recovery_entry(id))
