@@ -355,6 +355,7 @@ impl Engine {
                 cancel: ops.cancel,
                 indexes: if creating { indexes } else { &[] },
                 recovery_due_ms: ctx.now_ms + i64::try_from(self.recovery_ms).unwrap_or(i64::MAX),
+                own_from,
             };
             if self.store.write(&write).await? {
                 tracing::debug!(status = ?next.status, step = ?next.current_step, "transition");

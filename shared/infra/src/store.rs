@@ -30,8 +30,9 @@ use crate::redis::{Keys, Redis};
 
 /// `KEYS` record, in-flight counter, timer due set, timer entries, then
 /// index keys; `ARGV` expected version (`""` = absent), JSON, TTL, change
-/// of the counter, current message (`""`: none), highest outbox sequence
-/// (`""`: the outbox is empty), recovery entry id, due ms and JSON, the
+/// of the counter, current message (`""`: none), the outbox entries undone
+/// (`carried|fresh`: entries read undone, kept only if still undone, and
+/// this transition's), recovery entry id, due ms and JSON, the
 /// timer's wake channel, then the count of timer entries to schedule and
 /// their `(id, due, JSON)`, the count to cancel and their ids, and one
 /// value per index key. Returns 1 when written (and only then changes
@@ -45,8 +46,15 @@ local next = (tonumber(v) or 0) + 1
 redis.call('HSET', KEYS[1], 'v', next, 'r', ARGV[2], 'c', next .. ' ' .. ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 if ARGV[4] ~= '0' then redis.call('INCRBY', KEYS[2], ARGV[4]) end
-redis.call('HSET', KEYS[1], 'u', ARGV[6])
-if ARGV[6] ~= ' ' then
+local carried, fresh = string.match(ARGV[6], '^(.*)|(.*)$')
+local stored = redis.call('HGET', KEYS[1], 'u')
+local u = ' '
+for s in string.gmatch(carried, '%d+') do
+  if not stored or string.find(stored, ' ' .. s .. ' ', 1, true) then u = u .. s .. ' ' end
+end
+for s in string.gmatch(fresh, '%d+') do u = u .. s .. ' ' end
+redis.call('HSET', KEYS[1], 'u', u)
+if u ~= ' ' then
   redis.call('HSET', KEYS[4], ARGV[7], ARGV[9])
   redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
 end
@@ -221,6 +229,9 @@ pub struct Write<'a> {
     pub indexes: &'a [(String, String)],
     /// When the recovery of a non-empty outbox is due (ms).
     pub recovery_due_ms: i64,
+    /// The first outbox sequence number of this transition's own entries;
+    /// those below were read undone with the record.
+    pub own_from: u64,
 }
 
 /// The timer entry that carries out workflow `id`'s outbox if nobody
@@ -373,7 +384,20 @@ impl WorkflowStore {
         for (key, _) in write.indexes {
             invocation.key(key);
         }
-        let undone = undone_list(write.record.outbox.iter().map(|p| p.seq));
+        // Entries carried over from the record read may have been marked
+        // done since (marks do not move the version): the script keeps
+        // only those still undone.
+        let (carried, fresh): (Vec<u64>, Vec<u64>) = write
+            .record
+            .outbox
+            .iter()
+            .map(|p| p.seq)
+            .partition(|seq| *seq < write.own_from);
+        let undone = format!(
+            "{}|{}",
+            undone_list(carried.into_iter()),
+            undone_list(fresh.into_iter())
+        );
         invocation
             .arg(write.expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(json)
