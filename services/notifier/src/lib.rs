@@ -64,7 +64,8 @@ use dispatch_infra::guard;
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::timer::Scheduler;
 use dispatch_infra::{Config, Connections};
-use dispatch_model::envelope::{Envelope, WEBHOOK_PROBE, WebhookJob, WebhookKind, WebhookProbe};
+use dispatch_model::application::ApplicationRecord;
+use dispatch_model::envelope::{Envelope, WEBHOOK_PROBE, WebhookJob, WebhookProbe};
 use dispatch_model::record::now_ms;
 use serde::{Deserialize, Serialize};
 use slots::Slots;
@@ -862,31 +863,20 @@ impl Notifier {
             tracing::debug!("already delivered; skipping the duplicate");
             return Ok(None);
         }
-        let app: Option<serde_json::Value> = app.and_then(|raw| serde_json::from_str(&raw).ok());
-        let webhooks = app
-            .as_ref()
-            .and_then(|a| a.pointer("/capabilities/messages/webhooks"));
-        let url = match job.kind {
-            WebhookKind::InboundMessage => "inbound_url",
-            WebhookKind::MessageStatus => "status_url",
-            // A separate URL when the application names one.
-            WebhookKind::FinalReport => match webhooks.and_then(|w| w.get("final_report_url")) {
-                Some(_) => "final_report_url",
-                None => "status_url",
-            },
-        };
-        let hook = webhooks.and_then(|w| w.get(url));
+        // A missing or unreadable record has no webhooks.
+        let app: ApplicationRecord = app
+            .and_then(|raw| serde_json::from_str(&raw).ok())
+            .unwrap_or_default();
+        let (url, hook) = app.webhook_for(job.kind);
         let (Some(hook), Some(secret)) = (hook, secret) else {
             tracing::info!(
-                url,
+                url = url.as_str(),
                 "the application has no such webhook URL (or is gone): webhook dropped"
             );
             return Ok(None);
         };
-        let url = hook["address"].as_str().unwrap_or_default().to_owned();
-        let method = hook["http_method"]
-            .as_str()
-            .and_then(|m| reqwest::Method::from_bytes(m.as_bytes()).ok())
+        let url = hook.address.clone();
+        let method = reqwest::Method::from_bytes(hook.http_method.as_bytes())
             .unwrap_or(reqwest::Method::POST);
         Ok(Some(Destination {
             url,
