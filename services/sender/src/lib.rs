@@ -24,6 +24,7 @@
 //!   `Retry-After` up to 30 s, up to `sender_max_attempts`; then the
 //!   message is rejected with 1331 (provider error) so the workflow fails
 //!   over. Permanent failures reject at once with the provider's code.
+//!   The wait is `retry::next_wait`.
 //! - **Limits.** `sender_concurrency` bounds the sends in flight per channel
 //!   (it is also the consumer's prefetch), and `sender_rate_per_sec` paces
 //!   provider calls per channel; both are per process, so N replicas of a
@@ -32,6 +33,7 @@
 //!   settings, else the account's, else the configuration's default (the
 //!   simulator unless configured otherwise).
 
+mod retry;
 mod turn;
 
 use std::num::NonZeroU32;
@@ -55,9 +57,7 @@ use tracing::Instrument;
 use dispatch_flow::Event;
 
 use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError, rules};
-
-/// The longest a `Retry-After` may hold a message.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+use retry::MAX_RETRY_AFTER;
 
 /// Runs senders for `channels` until `shutdown`.
 pub async fn run(
@@ -398,12 +398,8 @@ impl Sender {
                     reason,
                     retry_after,
                 }) if attempt < self.config.sender_max_attempts => {
-                    let backoff = Duration::from_millis(
-                        self.config
-                            .sender_retry_base_ms
-                            .saturating_mul(1 << (attempt - 1).min(16)),
-                    );
-                    let wait = retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff));
+                    let wait =
+                        retry::next_wait(attempt, self.config.sender_retry_base_ms, retry_after);
                     tracing::info!(attempt, %reason, wait_ms = wait.as_millis() as u64, "provider unavailable; retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
