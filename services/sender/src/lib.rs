@@ -31,9 +31,10 @@
 //!   channel's sender allow N times as much.
 //! - **Routing.** A channel's provider comes from the application's
 //!   settings, else the account's, else the configuration's default (the
-//!   simulator unless configured otherwise).
+//!   simulator unless configured otherwise): `routing::select`.
 
 mod retry;
+mod routing;
 mod turn;
 
 use std::num::NonZeroU32;
@@ -58,6 +59,7 @@ use dispatch_flow::Event;
 
 use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError, rules};
 use retry::MAX_RETRY_AFTER;
+use routing::Whose;
 
 /// Runs senders for `channels` until `shutdown`.
 pub async fn run(
@@ -148,18 +150,6 @@ struct Sender {
     config: Config,
 }
 
-/// Whose provider settings a send uses, which decides what its URL may
-/// reach.
-#[derive(Clone, Copy)]
-enum Whose {
-    /// The configuration's: the operator's, trusted (it may name an
-    /// egress proxy or an internal gateway).
-    Operator,
-    /// A record an account set through the API: checked by the target
-    /// guard.
-    Account,
-}
-
 #[derive(Debug, thiserror::Error)]
 enum HandleError {
     #[error("redis: {0}")]
@@ -227,10 +217,10 @@ impl Sender {
             .arg(lock.ms);
         let workflow = self.keys.workflow(&command.workflow_id.to_string());
         pipe.hget(&workflow, "v").hget(&workflow, "c");
-        if let Some(app) = command.application_id {
-            pipe.hget(self.keys.providers(&app.to_string()), channel);
+        let scopes = routing::scopes(command);
+        for scope in &scopes {
+            pipe.hget(self.keys.providers(scope), channel);
         }
-        pipe.hget(self.keys.providers(&command.account), channel);
         let mut conn = self.redis.clone();
         let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let settings: Vec<Option<String>> = values
@@ -271,7 +261,12 @@ impl Sender {
             }
             return Ok(());
         }
-        let (settings, whose) = self.settings(command, settings);
+        let (settings, whose) = routing::select(
+            &scopes,
+            settings,
+            |scope, raw| self.store.open(scope, command.channel, raw),
+            || self.config.default_provider(command.channel),
+        );
         let result = self
             .send_locked(command, target, settings, whose, limiter, &lock)
             .await;
@@ -599,31 +594,6 @@ impl Sender {
             .await?;
         self.report(target, MessageStatus::Rejected, None, Some(error), None)
             .await
-    }
-
-    /// The provider for this message: the application's setting, else the
-    /// account's (`found`, in that order), else the configured default;
-    /// and whose it is.
-    fn settings(
-        &self,
-        command: &SendCommand,
-        found: Vec<Option<String>>,
-    ) -> (ProviderSettings, Whose) {
-        let scopes = command
-            .application_id
-            .map(|a| a.to_string())
-            .into_iter()
-            .chain([command.account.clone()]);
-        let configured = scopes
-            .zip(found)
-            .find_map(|(scope, raw)| self.store.open(&scope, command.channel, &raw?));
-        match configured {
-            Some(settings) => (settings, Whose::Account),
-            None => (
-                self.config.default_provider(command.channel),
-                Whose::Operator,
-            ),
-        }
     }
 
     /// Reports the provider's acceptance, with the estimated usage.
