@@ -32,10 +32,17 @@
 //! - **Routing.** A channel's provider comes from the application's
 //!   settings, else the account's, else the configuration's default (the
 //!   simulator unless configured otherwise): `routing::select`.
+//! - **Usage.** An accepted message's `usage` is estimated from `prices`
+//!   (per segment for SMS) for providers that report none:
+//!   `usage::estimate`.
+//!
+//! The decisions (`turn`, `retry`, `routing`, `usage`) are pure functions
+//! in their own modules, unit-tested; this file is the I/O around them.
 
 mod retry;
 mod routing;
 mod turn;
+mod usage;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -507,35 +514,6 @@ impl Sender {
         Some((key, format!("{} {app}", command.account)))
     }
 
-    /// What the message costs by `prices`, for providers that report no
-    /// price: per segment for SMS (text only), whose encoding and segments
-    /// are counted here.
-    fn estimate(&self, command: &SendCommand) -> Usage {
-        let unit = self
-            .config
-            .prices
-            .get(&command.channel)
-            .cloned()
-            .unwrap_or_else(|| "0".into());
-        if command.channel != Channel::Sms {
-            return Usage::eur(unit);
-        }
-        let text = command
-            .message
-            .message
-            .as_ref()
-            .and_then(|m| m.content.as_ref())
-            .and_then(|c| c.text.as_deref())
-            .unwrap_or_default();
-        let parts = rules::sms_parts(text);
-        let prices = vec![Usage::eur(unit); parts.segments as usize];
-        Usage {
-            encoding: Some(parts.encoding.as_str().to_owned()),
-            segments: Some(parts.segments),
-            ..Usage::total(&prices)
-        }
-    }
-
     /// Messenger's read receipts name no message, only a time: "read up to
     /// here". The last message to each user is remembered so that such a
     /// receipt can be matched to it.
@@ -603,7 +581,7 @@ impl Sender {
         provider_id: String,
         command: &SendCommand,
     ) -> Result<(), HandleError> {
-        let estimate = self.estimate(command);
+        let estimate = usage::estimate(command, &self.config.prices);
         self.report(
             target,
             MessageStatus::Submitted,
