@@ -39,6 +39,7 @@
 //! The decisions (`turn`, `retry`, `routing`, `usage`) are pure functions
 //! in their own modules, unit-tested; this file is the I/O around them.
 
+mod lock;
 mod retry;
 mod routing;
 mod turn;
@@ -65,6 +66,7 @@ use tracing::Instrument;
 use dispatch_flow::Event;
 
 use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError, rules};
+use lock::Lock;
 use retry::MAX_RETRY_AFTER;
 use routing::Whose;
 
@@ -614,58 +616,6 @@ impl Sender {
         dispatch_infra::failpoint::hit("sender-before-transition", &target.message_uuid);
         self.engine
             .apply_and_carry_out(event.workflow_id, Event::Status(&event))
-            .await?;
-        Ok(())
-    }
-}
-
-/// The short lock a sender holds on a message while calling its provider.
-/// Its value is a token of this holder, so that a holder whose lock
-/// expired (a long retry wait) cannot extend or release another's.
-struct Lock {
-    key: String,
-    token: String,
-    ms: u64,
-}
-
-static REFRESH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-",
-    )
-});
-
-static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
-impl Lock {
-    /// Extends the lock; `false` when it expired (another sender may have
-    /// sent the message meanwhile: the redelivery will find out).
-    async fn refresh(&self, conn: &mut Redis) -> Result<bool, redis::RedisError> {
-        let held: i64 = REFRESH
-            .key(&self.key)
-            .arg(&self.token)
-            .arg(self.ms)
-            .invoke_async(conn)
-            .await?;
-        Ok(held == 1)
-    }
-
-    async fn release(&self, conn: &mut Redis) -> Result<(), redis::RedisError> {
-        let _: i64 = RELEASE
-            .key(&self.key)
-            .arg(&self.token)
-            .invoke_async(conn)
             .await?;
         Ok(())
     }
