@@ -35,15 +35,15 @@
 //!   application ([`dispatch_infra::endpoints`]); its webhooks, pending and
 //!   future, become dead letters saying so, until the application's
 //!   webhook URLs are set again or its dead letters are replayed.
-//! - **Order**: deliveries of one message's webhooks take turns within a
-//!   notifier, in the order they were consumed (the order the workflow
-//!   published them), so a receiver sees `submitted` before `delivered`
-//!   unless a retry intervenes; every body carries its event time. A
-//!   webhook that finds its message's turn taken goes back to the timer
-//!   due just after that message's previously deferred ones, so deferred
-//!   webhooks come back in order. Best effort, not a promise: a new
-//!   webhook can take a free turn ahead of deferred ones, a timer fires a
-//!   round concurrently, and turns are per notifier process.
+//! - **Order** ([`turns`]): deliveries of one message's webhooks take
+//!   turns within a notifier, in the order they were consumed (the order
+//!   the workflow published them), so a receiver sees `submitted` before
+//!   `delivered` unless a retry intervenes; every body carries its event
+//!   time. A webhook that finds its message's turn taken goes back to
+//!   the timer due just after that message's previously deferred ones, so
+//!   deferred webhooks come back in order. Best effort, not a promise: a
+//!   new webhook can take a free turn ahead of deferred ones, a timer
+//!   fires a round concurrently, and turns are per notifier process.
 //! - **Targets** are checked by [`guard`]: no internal addresses unless
 //!   `allow_private_webhooks`.
 
@@ -52,8 +52,9 @@ pub mod circuit;
 pub mod schedule;
 pub mod sign;
 pub mod slots;
+pub mod turns;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,11 +72,13 @@ use serde::{Deserialize, Serialize};
 use slots::Slots;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use turns::MessageTurns;
 
 /// Routing key of scheduled retries (bound to the webhooks queue).
 pub const RETRY_ROUTING_KEY: &str = "webhook.retry";
 
-/// Messages whose turn is remembered before the past ones are forgotten.
+/// Messages whose deferral is remembered, or endpoints seen gone, before
+/// the past ones are forgotten.
 const MAX_MESSAGES: usize = 10_000;
 
 /// How long a webhook waits in the consumer for a free slot of its
@@ -140,8 +143,7 @@ pub async fn run_with(
             config.webhook_endpoint_share,
         ),
         circuits: circuits.clone(),
-        messages: Mutex::new(HashMap::new()),
-        deferred: Mutex::new(HashMap::new()),
+        turns: MessageTurns::new(MAX_MESSAGES),
         gone: gone.clone(),
         config: config.clone(),
     });
@@ -184,9 +186,7 @@ struct Notifier {
     circuits: Circuits,
     /// One delivery at a time per message, so that its statuses arrive in
     /// the order they were queued (as far as retries allow).
-    messages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per message, when its last webhook deferred for its turn comes back.
-    deferred: Mutex<HashMap<String, i64>>,
+    turns: MessageTurns,
     /// `{application} {endpoint}` that may be disabled: those this
     /// notifier saw answer `410 Gone`, and every notifier's as last read
     /// with the gauges. A hint, confirmed in Redis before it counts, so
@@ -327,31 +327,26 @@ impl Notifier {
 
     async fn deliver(&self, job: WebhookJob) -> Result<(), NotifyError> {
         // The message's turn first, so that its webhooks go out in the
-        // order they were consumed.
-        let key = job.body["message_uuid"].as_str().map(str::to_owned);
-        let turn = key.as_ref().map(|k| self.message_turn(k));
-        let held = match &turn {
+        // order they were consumed; held until this delivery is settled.
+        let _turn = match job.body["message_uuid"].as_str() {
             // Bounded, like a slot: a message whose earlier webhook is
             // still out waits in the timer, not in the prefetch.
-            Some(turn) => tokio::time::timeout(SLOT_WAIT, turn.lock()).await.ok(),
+            Some(message) => match self.turns.take(message, SLOT_WAIT).await {
+                Some(turn) => Some(turn),
+                None => {
+                    // Not an attempt: the message's earlier webhook is
+                    // still out. Back to the timer, due after this
+                    // message's webhooks deferred before it (no jitter),
+                    // so they come back in order.
+                    let now = now_ms();
+                    let due_ms = self.turns.behind(message, now + BUSY_WAIT_MS as i64, now);
+                    count_attempt(job.kind.as_str(), "deferred");
+                    return self.later(&job, due_ms).await;
+                }
+            },
             None => None,
         };
-        if let (Some(key), Some(_), None) = (&key, &turn, &held) {
-            // Not an attempt: the message's earlier webhook is still out.
-            // Back to the timer, due after this message's webhooks
-            // deferred before it (no jitter), so they come back in order.
-            let due_ms = self.behind(key, now_ms() + BUSY_WAIT_MS as i64);
-            drop(held);
-            self.release_turn(key, turn);
-            count_attempt(job.kind.as_str(), "deferred");
-            return self.later(&job, due_ms).await;
-        }
-        let result = self.deliver_in_turn(job).await;
-        drop(held);
-        if let Some(key) = key {
-            self.release_turn(&key, turn);
-        }
-        result
+        self.deliver_in_turn(job).await
     }
 
     async fn deliver_in_turn(&self, job: WebhookJob) -> Result<(), NotifyError> {
@@ -399,7 +394,7 @@ impl Notifier {
                 let jitter = rand::random::<u64>() % BUSY_WAIT_MS;
                 let mut due_ms = now_ms() + (BUSY_WAIT_MS + jitter) as i64;
                 if let Some(key) = job.body["message_uuid"].as_str() {
-                    due_ms = self.behind(key, due_ms);
+                    due_ms = self.turns.behind(key, due_ms, now_ms());
                 }
                 return self.later(&job, due_ms).await;
             }
@@ -724,38 +719,6 @@ impl Notifier {
 }
 
 impl Notifier {
-    /// When a webhook of `message` waiting for its turn comes back: at
-    /// `due_ms`, or just after the same message's last deferred one.
-    fn behind(&self, message: &str, due_ms: i64) -> i64 {
-        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        if deferred.len() >= MAX_MESSAGES {
-            let now = now_ms();
-            deferred.retain(|_, due| *due > now);
-        }
-        let due = deferred
-            .get(message)
-            .map_or(due_ms, |last| due_ms.max(last + 1));
-        deferred.insert(message.to_owned(), due);
-        due
-    }
-
-    fn message_turn(&self, message: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-        turns.entry(message.to_owned()).or_default().clone()
-    }
-
-    /// Forgets a message's turn once nobody waits for it.
-    fn release_turn(&self, message: &str, turn: Option<Arc<tokio::sync::Mutex<()>>>) {
-        let mut turns = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-        drop(turn);
-        if turns
-            .get(message)
-            .is_some_and(|t| Arc::strong_count(t) == 1)
-        {
-            turns.remove(message);
-        }
-    }
-
     /// Hands `job` to the timer, to come back at `due_ms`.
     async fn later(&self, job: &WebhookJob, due_ms: i64) -> Result<(), NotifyError> {
         let payload = serde_json::to_string(&Envelope::Webhook(job.clone())).unwrap_or_default();
