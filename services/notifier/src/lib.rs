@@ -30,7 +30,8 @@
 //!   row has its circuit opened: its webhooks wait in its parked list in
 //!   Redis, one probe per open period tests it (the period doubling up to
 //!   `webhook_circuit_open_max_ms`), and when a probe gets through the
-//!   parked webhooks flow again. Nothing but that endpoint waits.
+//!   parked webhooks flow again. Nothing but that endpoint waits. When to
+//!   open and for how long is [`breaker`]'s to decide.
 //! - **Gone**: an endpoint answering `410 Gone` is disabled for its
 //!   application ([`dispatch_infra::endpoints`]); its webhooks, pending and
 //!   future, become dead letters saying so, until the application's
@@ -48,6 +49,7 @@
 //!   `allow_private_webhooks`.
 
 pub mod bench;
+pub mod breaker;
 pub mod circuit;
 pub mod schedule;
 pub mod sign;
@@ -408,7 +410,7 @@ impl Notifier {
         self.record_attempt(&job, &failed).await?;
         job.attempts += 1;
         let failures = self.slots.note(&target.endpoint, false);
-        if failures >= self.config.webhook_circuit_failures {
+        if breaker::should_open(failures, self.config.webhook_circuit_failures) {
             self.open(target).await?;
         }
         let Some(delay) = self.next_delay(&job, &failed) else {
@@ -497,12 +499,19 @@ impl Notifier {
         match self.circuits.begin(endpoint_id, now_ms(), &token).await? {
             Turn::Closed => Ok(()),
             Turn::Wait { until_ms } => self.schedule_probe(endpoint_id, until_ms).await,
-            Turn::Probe => self.run_probe(endpoint_id, &token).await,
+            Turn::Probe { period_ms } => self.run_probe(endpoint_id, &token, period_ms).await,
             Turn::Drain => self.drain(endpoint_id, &token).await,
         }
     }
 
-    async fn run_probe(&self, id: &str, token: &str) -> Result<(), NotifyError> {
+    /// Sends the first parked webhook that still goes to this endpoint;
+    /// `period_ms` is how long the circuit was open.
+    async fn run_probe(
+        &self,
+        id: &str,
+        token: &str,
+        period_ms: Option<u64>,
+    ) -> Result<(), NotifyError> {
         for _ in 0..PROBE_CANDIDATES {
             let Some(first) = self.expire_parked(id, token).await? else {
                 return Ok(());
@@ -559,7 +568,7 @@ impl Notifier {
                     self.schedule_probe(id, until_ms).await
                 }
                 Attempted::Failed(failed) => {
-                    self.probe_failed(id, token, job, parked.parked_at_ms, failed)
+                    self.probe_failed(id, token, period_ms, job, parked.parked_at_ms, failed)
                         .await
                 }
             };
@@ -587,6 +596,7 @@ impl Notifier {
         &self,
         id: &str,
         token: &str,
+        period_ms: Option<u64>,
         mut job: WebhookJob,
         parked_at_ms: i64,
         failed: Failed,
@@ -605,16 +615,13 @@ impl Notifier {
                 None
             }
         };
+        let period_ms = breaker::next_open_period(
+            period_ms.unwrap_or(self.config.webhook_circuit_open_ms),
+            self.config.webhook_circuit_open_max_ms,
+        );
         let next = self
             .circuits
-            .probe_failed(
-                id,
-                token,
-                now_ms(),
-                updated.as_deref(),
-                self.config.webhook_circuit_open_ms,
-                self.config.webhook_circuit_open_max_ms,
-            )
+            .probe_failed(id, token, now_ms(), updated.as_deref(), period_ms)
             .await?;
         if let Some(until_ms) = next {
             self.schedule_probe(id, until_ms).await?;
