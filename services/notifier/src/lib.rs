@@ -268,6 +268,17 @@ impl Parked {
     }
 }
 
+/// What heads an open circuit's parked list once the expired webhooks
+/// are gone.
+enum Head {
+    /// The oldest parked webhook still within the retry schedule's span.
+    First(Parked),
+    /// Nothing waits any more.
+    Empty,
+    /// Another notifier took the lease over.
+    Lost,
+}
+
 /// Parked webhooks read from the head of the list at a time.
 const HEAD_BATCH: usize = 100;
 
@@ -409,7 +420,7 @@ impl Notifier {
         tracing::info!(status = ?failed.status, error = %failed.error, "webhook attempt failed");
         self.record_attempt(&job, &failed).await?;
         job.attempts += 1;
-        let failures = self.slots.note(&target.endpoint, false);
+        let failures = self.slots.failed(&target.endpoint);
         if breaker::should_open(failures, self.config.webhook_circuit_failures) {
             self.open(target).await?;
         }
@@ -513,15 +524,16 @@ impl Notifier {
         period_ms: Option<u64>,
     ) -> Result<(), NotifyError> {
         for _ in 0..PROBE_CANDIDATES {
-            let Some(first) = self.expire_parked(id, token).await? else {
-                return Ok(());
-            };
-            let Some(parked) = first else {
-                // Nothing waits any more: close.
-                if self.circuits.probe_succeeded(id, token, now_ms()).await? == Step::Held {
-                    return self.drain(id, token).await;
+            let parked = match self.expire_parked(id, token).await? {
+                Head::First(parked) => parked,
+                Head::Lost => return Ok(()),
+                Head::Empty => {
+                    // Nothing waits any more: close.
+                    if self.circuits.probe_succeeded(id, token, now_ms()).await? == Step::Held {
+                        return self.drain(id, token).await;
+                    }
+                    return Ok(());
                 }
-                return Ok(());
             };
             let job = parked.job;
             let target = match self.destination(&job).await? {
@@ -584,7 +596,7 @@ impl Notifier {
         token: &str,
         target: &Target,
     ) -> Result<(), NotifyError> {
-        self.slots.note(&target.endpoint, true);
+        self.slots.succeeded(&target.endpoint);
         if self.circuits.probe_succeeded(id, token, now_ms()).await? != Step::Held {
             return Ok(());
         }
@@ -630,14 +642,9 @@ impl Notifier {
     }
 
     /// Dead-letters the parked webhooks at the head of the list that
-    /// waited longer than the retry schedule's span; returns the first one
-    /// left (`Some(None)`: the list is empty), or `None` if the lease was
-    /// lost.
-    async fn expire_parked(
-        &self,
-        id: &str,
-        token: &str,
-    ) -> Result<Option<Option<Parked>>, NotifyError> {
+    /// waited longer than the retry schedule's span; then what heads the
+    /// list.
+    async fn expire_parked(&self, id: &str, token: &str) -> Result<Head, NotifyError> {
         let span_ms: u64 = self.config.webhook_retry_schedule_ms.iter().sum();
         loop {
             let head = self.circuits.head(id, HEAD_BATCH).await?;
@@ -662,10 +669,12 @@ impl Notifier {
                 expired += 1;
             }
             if expired > 0 && self.circuits.trim(id, token, now, expired).await? != Step::Held {
-                return Ok(None);
+                return Ok(Head::Lost);
             }
-            if first.is_some() || head.len() < HEAD_BATCH {
-                return Ok(Some(first));
+            match first {
+                Some(parked) => return Ok(Head::First(parked)),
+                None if head.len() < HEAD_BATCH => return Ok(Head::Empty),
+                None => {}
             }
         }
     }
@@ -955,7 +964,7 @@ impl Notifier {
                 retry_after,
             ));
         }
-        self.slots.note(&to.endpoint, true);
+        self.slots.succeeded(&to.endpoint);
         let _: Result<(), _> = redis::cmd("SET")
             .arg(self.keys.webhook_delivered(&job.webhook_id))
             .arg(1)
