@@ -47,7 +47,15 @@
 //!   fires a round concurrently, and turns are per notifier process.
 //! - **Targets** are checked by [`guard`]: no internal addresses unless
 //!   `allow_private_webhooks`.
+//!
+//! The decisions are pure and unit-tested: [`schedule`] (when to try
+//! again), [`breaker`] (when a circuit opens, and for how long), the
+//! application record's `webhook_for` (which URL). `attempt` makes one
+//! try and says what became of it, `probe` runs an open circuit's probe
+//! and drain, [`turns`] keeps a message's webhooks in order; this file
+//! consumes the queue and settles each outcome.
 
+mod attempt;
 pub mod bench;
 pub mod breaker;
 pub mod circuit;
@@ -59,8 +67,9 @@ pub mod turns;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use attempt::{Attempted, Failed, Try};
 use circuit::Circuits;
 use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
@@ -222,34 +231,6 @@ struct Target {
     endpoint_id: String,
     method: reqwest::Method,
     secret: String,
-}
-
-/// What became of one try.
-enum Attempted {
-    Delivered,
-    /// Not an attempt: the endpoint or its origin had no free slot.
-    Busy,
-    /// Not an attempt: the endpoint's circuit opened while the webhook
-    /// waited for its slot.
-    Open,
-    /// Not an attempt: the application's endpoint was disabled while the
-    /// webhook waited for its slot; why.
-    Disabled(String),
-    /// A failed attempt.
-    Failed(Failed),
-    /// The receiver answered `410 Gone`, and the endpoint is now disabled
-    /// for the job's application (the reason).
-    Gone(Failed, String),
-}
-
-/// Whether a try is a circuit's probe.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Try {
-    /// Waits [`SLOT_WAIT`] at most for a slot, and not at all once the
-    /// endpoint's circuit is open.
-    Normal,
-    /// Waits for a slot as long as an attempt may take.
-    Probe,
 }
 
 /// A webhook waiting in an open circuit's list.
@@ -649,140 +630,6 @@ impl Notifier {
             secret: to.secret,
         })
     }
-
-    /// One try, with the endpoint's and origin's slots; a delivered
-    /// webhook is marked so.
-    async fn attempt(&self, job: &WebhookJob, to: &Target, how: Try) -> Attempted {
-        let wait = match how {
-            Try::Normal => SLOT_WAIT,
-            Try::Probe => Duration::from_millis(self.config.webhook_timeout_ms),
-        };
-        let Some(_slots) = self.slots.acquire(&to.origin, &to.endpoint, wait).await else {
-            return Attempted::Busy;
-        };
-        if how == Try::Normal && self.slots.seen_open(&to.endpoint) {
-            // The circuit opened while this webhook waited for its slot.
-            return Attempted::Open;
-        }
-        // Disabled while this webhook waited for its slot (a 410 to one
-        // of its siblings)?
-        if let Some(reason) = self.disabled(job, to).await {
-            return Attempted::Disabled(reason);
-        }
-        let started = Instant::now();
-        let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| {
-            Failed::now(
-                status,
-                error,
-                retry_after,
-                started.elapsed().as_millis() as u64,
-            )
-        };
-        let body = serde_json::to_vec(&job.body).unwrap_or_default();
-        let signer = sign::Signer {
-            secret: &to.secret,
-            issuer: &self.config.webhook_issuer,
-            api_key: &job.account,
-            application_id: job.application_id.map(|a| a.to_string()),
-        };
-        let headers = match signer.headers(&job.webhook_id, now_ms() / 1000, &body) {
-            Ok(headers) => headers,
-            Err(e) => return Attempted::Failed(failed(None, format!("signing: {e}"), None)),
-        };
-        let mut request = self
-            .http
-            .request(to.method.clone(), to.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let post = tracing::info_span!("webhook.post", otel.kind = "client", origin = %to.origin);
-        request = request.headers(post.in_scope(dispatch_infra::telemetry::trace_headers));
-        let result = request.send().instrument(post).await;
-        metrics::histogram!("dispatch_webhook_request_duration_seconds", "kind" => job.kind.as_str())
-            .record(started.elapsed());
-        let response = match result {
-            Ok(response) => response,
-            // Without the URL: its query may hold the receiver's secrets.
-            Err(e) => return Attempted::Failed(failed(None, error_chain(&e.without_url()), None)),
-        };
-        let status = response.status();
-        if status == reqwest::StatusCode::GONE {
-            let failed = failed(Some(status.as_u16()), format!("HTTP {status}"), None);
-            // Disabled while this request still holds the endpoint's slot,
-            // so that the next webhook to take it finds it disabled.
-            return match self.disable(job, to).await {
-                Ok(reason) => Attempted::Gone(failed, reason),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not disable a gone endpoint");
-                    Attempted::Failed(failed)
-                }
-            };
-        }
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Attempted::Failed(failed(
-                Some(status.as_u16()),
-                format!("HTTP {status}"),
-                retry_after,
-            ));
-        }
-        self.slots.succeeded(&to.endpoint);
-        let _: Result<(), _> = redis::cmd("SET")
-            .arg(self.keys.webhook_delivered(&job.webhook_id))
-            .arg(1)
-            .arg("EX")
-            .arg(self.config.record_ttl_secs)
-            .exec_async(&mut self.redis.clone())
-            .await;
-        tracing::debug!("webhook delivered");
-        count_attempt(job.kind.as_str(), "delivered");
-        let lag_ms = (now_ms() - job.event_at_ms).max(0);
-        metrics::histogram!("dispatch_webhook_delivery_lag_seconds", "kind" => job.kind.as_str())
-            .record(lag_ms as f64 / 1000.0);
-        Attempted::Delivered
-    }
-}
-
-/// A failed attempt, with what the receiver asked for.
-struct Failed {
-    at_ms: i64,
-    status: Option<u16>,
-    latency_ms: u64,
-    error: String,
-    retry_after: Option<Duration>,
-}
-
-impl Failed {
-    fn now(
-        status: Option<u16>,
-        error: String,
-        retry_after: Option<Duration>,
-        latency_ms: u64,
-    ) -> Self {
-        Failed {
-            at_ms: now_ms(),
-            status,
-            latency_ms,
-            error,
-            retry_after,
-        }
-    }
-
-    fn record(&self) -> Attempt {
-        Attempt {
-            at_ms: self.at_ms,
-            status: self.status,
-            latency_ms: self.latency_ms,
-            error: self.error.clone(),
-        }
-    }
 }
 
 /// Reads the circuit and disabled-endpoint gauges from Redis every
@@ -829,15 +676,4 @@ pub fn dead_letter_scope(job: &WebhookJob) -> String {
     job.application_id
         .map(|a| a.to_string())
         .unwrap_or_else(|| job.account.clone())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -11,8 +11,9 @@
 use dispatch_model::envelope::{Envelope, WEBHOOK_PROBE, WebhookJob, WebhookProbe};
 use dispatch_model::record::now_ms;
 
+use crate::attempt::{Attempted, Failed, Try};
 use crate::circuit::{Step, Turn};
-use crate::{Attempted, Failed, Notifier, NotifyError, Parked, Target, Try, breaker};
+use crate::{Notifier, NotifyError, Parked, Target, breaker};
 
 /// What heads an open circuit's parked list once the expired webhooks
 /// are gone.
