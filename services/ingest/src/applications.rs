@@ -10,6 +10,9 @@
 //!
 //! `PUT` replaces `name`; it replaces `keys.public_key` and `capabilities`
 //! when given and keeps them when absent.
+//!
+//! The stored record is [`ApplicationRecord`], which the notifier reads
+//! too; responses show it without its owner.
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
@@ -17,8 +20,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use dispatch_model::InvalidParam;
+use dispatch_model::application::{
+    ApplicationRecord, Capabilities, MessagesCapability, MessagesWebhooks, Webhook,
+};
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
@@ -32,52 +38,6 @@ pub const NAME_MAX_CHARS: usize = 255;
 pub const WEBHOOK_URL_MAX_CHARS: usize = 2000;
 pub const PAGE_SIZE_DEFAULT: u64 = 10;
 pub const PAGE_SIZE_MAX: u64 = 100;
-
-/// An application as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Application {
-    pub id: Uuid,
-    /// The owning account's `api_key`.
-    pub account: String,
-    pub name: String,
-    pub capabilities: Capabilities,
-    pub public_key: String,
-    pub created_at_ms: i64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Capabilities {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages: Option<MessagesCapability>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub voice: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rtc: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vbc: Option<Map<String, Value>>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct MessagesCapability {
-    pub webhooks: MessagesWebhooks,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct MessagesWebhooks {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inbound_url: Option<Webhook>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_url: Option<Webhook>,
-    /// Our extension: where final reports go instead of `status_url`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub final_report_url: Option<Webhook>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Webhook {
-    pub address: String,
-    pub http_method: String,
-}
 
 /// The request body of create and update, before validation.
 #[derive(Debug, Default, Deserialize)]
@@ -215,7 +175,7 @@ fn webhook(h: WebhookBody, path: &str, errs: &mut Vec<InvalidParam>) -> Option<W
 }
 
 /// An application in responses: the stored record without its owner.
-fn view(state: &AppState, app: &Application, private_key: Option<String>) -> Value {
+fn view(state: &AppState, app: &ApplicationRecord, private_key: Option<String>) -> Value {
     let mut keys = json!({ "public_key": app.public_key });
     if let Some(private_key) = private_key {
         keys["private_key"] = Value::String(private_key);
@@ -240,7 +200,7 @@ fn as_app_error(e: ApiError) -> ApiError {
 }
 
 /// Loads an application by id, whoever owns it.
-pub async fn load(state: &AppState, id: &Uuid) -> ApiResult<Option<Application>> {
+pub async fn load(state: &AppState, id: &Uuid) -> ApiResult<Option<ApplicationRecord>> {
     let mut conn = state.redis();
     let raw: Option<String> = conn.get(state.keys.application(&id.to_string())).await?;
     raw.map(|r| serde_json::from_str(&r))
@@ -253,7 +213,7 @@ pub(crate) async fn load_owned(
     state: &AppState,
     account: &str,
     id: &str,
-) -> ApiResult<Application> {
+) -> ApiResult<ApplicationRecord> {
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
     match load(state, &id).await? {
         Some(app) if app.account == account => Ok(app),
@@ -261,7 +221,7 @@ pub(crate) async fn load_owned(
     }
 }
 
-async fn store(state: &AppState, app: &Application, index: bool) -> ApiResult<()> {
+async fn store(state: &AppState, app: &ApplicationRecord, index: bool) -> ApiResult<()> {
     let mut conn = state.redis();
     let json = serde_json::to_string(app).map_err(|e| ApiError::Internal(e.into()))?;
     let mut pipe = redis::pipe();
@@ -329,7 +289,7 @@ pub async fn create(
             (public, Some(private))
         }
     };
-    let app = Application {
+    let app = ApplicationRecord {
         id: Uuid::new_v4(),
         account: principal.account,
         name: valid.name,
@@ -449,7 +409,7 @@ pub async fn list(
             let keys: Vec<String> = ids.iter().map(|id| state.keys.application(id)).collect();
             let raws: Vec<Option<String>> = conn.mget(&keys).await?;
             for raw in raws.into_iter().flatten() {
-                let app: Application =
+                let app: ApplicationRecord =
                     serde_json::from_str(&raw).map_err(|e| ApiError::Internal(e.into()))?;
                 apps.push(view(&state, &app, None));
             }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use dispatch_infra::broker::Broker;
 use dispatch_infra::redis::Keys;
 use dispatch_infra::{Config, Connections};
+use dispatch_model::application::{
+    ApplicationRecord, Capabilities, MessagesCapability, MessagesWebhooks, Webhook,
+};
 use dispatch_model::envelope::{Envelope, WebhookJob, WebhookKind};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -93,17 +96,29 @@ pub async fn run_bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let connections = Connections::open(&config, "bench")?;
     let keys = Keys::new(&config.redis_prefix);
     let app_id = uuid::Uuid::new_v4();
-    let application = json!({
-        "id": app_id, "account": "bench", "name": "bench",
-        "capabilities": {"messages": {"webhooks": {
-            "status_url": {"address": hook, "http_method": "POST"}}}},
-        "public_key": "", "created_at_ms": 0,
-    });
+    let application = ApplicationRecord {
+        id: app_id,
+        account: "bench".into(),
+        name: "bench".into(),
+        capabilities: Capabilities {
+            messages: Some(MessagesCapability {
+                webhooks: MessagesWebhooks {
+                    status_url: Some(Webhook {
+                        address: hook,
+                        http_method: "POST".into(),
+                    }),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let mut redis = connections.redis.clone();
     redis::pipe()
         .set(
             keys.application(&app_id.to_string()),
-            application.to_string(),
+            serde_json::to_string(&application)?,
         )
         .hset(keys.account("bench"), "signature_secret", "bench-secret")
         .exec_async(&mut redis)

@@ -18,7 +18,9 @@
 //! - **probing** (`until` = end of the prober's lease): one notifier sends
 //!   the first parked webhook as the probe. Success moves to draining;
 //!   failure opens the circuit again for twice as long, up to
-//!   `webhook_circuit_open_max_ms`.
+//!   `webhook_circuit_open_max_ms` ([`crate::breaker`] decides; the
+//!   prober reads the period when it takes the lease and writes the next
+//!   one with its token, so no other notifier changes it in between).
 //! - **draining** (`until` = end of the drainer's lease): the parked
 //!   webhooks are published back to the webhooks queue in batches, where
 //!   every notifier delivers them at the endpoint's slot limit; new
@@ -83,8 +85,10 @@ pub enum Turn {
     Closed,
     /// Not yet, or someone else holds the lease: come back at `until_ms`.
     Wait { until_ms: i64 },
-    /// Send the first parked webhook as the probe.
-    Probe,
+    /// Send the first parked webhook as the probe. `period_ms` is how
+    /// long the circuit was open (`None` if the circuit does not say),
+    /// from which a failed probe's next period follows.
+    Probe { period_ms: Option<u64> },
     /// The circuit is closed: send what waits back to the queue.
     Drain,
 }
@@ -144,14 +148,14 @@ local now = tonumber(ARGV[1])
 local state = redis.call('HGET', KEYS[1], 'state')
 local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
 if not state then
-  if redis.call('LLEN', KEYS[2]) == 0 then return {'closed', 0} end
+  if redis.call('LLEN', KEYS[2]) == 0 then return {'closed', 0, -1} end
   state = 'draining'
 end
-if now < until_ms then return {'wait', until_ms} end
+if now < until_ms then return {'wait', until_ms, -1} end
 if state == 'open' then state = 'probing' end
 redis.call('HSET', KEYS[1], 'state', state, 'until', now + tonumber(ARGV[3]), 'token', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-return {state, 0}",
+return {state, 0, tonumber(redis.call('HGET', KEYS[1], 'period') or '-1')}",
     )
 });
 
@@ -174,7 +178,7 @@ return 'held'",
 
 /// Token-checked end of a probe. Success (ARGV[3] = '') drops the probe
 /// from the list and starts draining; failure replaces it with its
-/// updated job and opens the circuit for twice as long (capped).
+/// updated job and opens the circuit again for ARGV[4].
 static PROBED: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -186,7 +190,7 @@ if ARGV[3] == '' then
   return {'held', 0}
 end
 if ARGV[3] == '-' then redis.call('LPOP', KEYS[2]) else redis.call('LSET', KEYS[2], 0, ARGV[3]) end
-local period = math.min(tonumber(redis.call('HGET', KEYS[1], 'period') or ARGV[4]) * 2, tonumber(ARGV[6]))
+local period = tonumber(ARGV[4])
 local until_ms = now + period
 redis.call('HSET', KEYS[1], 'state', 'open', 'until', until_ms, 'period', period, 'token', '')
 return {'open', until_ms}",
@@ -247,7 +251,7 @@ impl Circuits {
     /// A probe message's turn: takes the lease with `token` when it is
     /// time to probe or drain.
     pub async fn begin(&self, id: &str, now_ms: i64, token: &str) -> Result<Turn, RedisError> {
-        let (turn, until_ms): (String, i64) = BEGIN
+        let (turn, until_ms, period_ms): (String, i64, i64) = BEGIN
             .key(self.keys.circuit(id))
             .key(self.keys.circuit_parked(id))
             .arg(now_ms)
@@ -258,7 +262,9 @@ impl Circuits {
             .await?;
         Ok(match turn.as_str() {
             "wait" => Turn::Wait { until_ms },
-            "probing" => Turn::Probe,
+            "probing" => Turn::Probe {
+                period_ms: u64::try_from(period_ms).ok(),
+            },
             "draining" => Turn::Drain,
             _ => Turn::Closed,
         })
@@ -310,7 +316,7 @@ impl Circuits {
         token: &str,
         now_ms: i64,
     ) -> Result<Step, RedisError> {
-        let (step, _): (String, i64) = self.probed(id, token, now_ms, "", 0, 0).await?;
+        let (step, _): (String, i64) = self.probed(id, token, now_ms, "", 0).await?;
         Ok(if step == "held" {
             Step::Held
         } else {
@@ -320,18 +326,17 @@ impl Circuits {
 
     /// The probe failed: `updated` replaces it at the head of the list
     /// (`None`: it is dead-lettered and leaves the list), and the circuit
-    /// opens again; `Some(until)` is when to probe next.
+    /// opens again for `period_ms`; `Some(until)` is when to probe next.
     pub async fn probe_failed(
         &self,
         id: &str,
         token: &str,
         now_ms: i64,
         updated: Option<&str>,
-        base_ms: u64,
-        max_ms: u64,
+        period_ms: u64,
     ) -> Result<Option<i64>, RedisError> {
         let (step, until_ms) = self
-            .probed(id, token, now_ms, updated.unwrap_or("-"), base_ms, max_ms)
+            .probed(id, token, now_ms, updated.unwrap_or("-"), period_ms)
             .await?;
         Ok((step == "open").then_some(until_ms))
     }
@@ -342,8 +347,7 @@ impl Circuits {
         token: &str,
         now_ms: i64,
         updated: &str,
-        base_ms: u64,
-        max_ms: u64,
+        period_ms: u64,
     ) -> Result<(String, i64), RedisError> {
         PROBED
             .key(self.keys.circuit(id))
@@ -351,9 +355,8 @@ impl Circuits {
             .arg(token)
             .arg(now_ms)
             .arg(updated)
-            .arg(base_ms)
+            .arg(period_ms)
             .arg(self.lease_ms)
-            .arg(max_ms)
             .invoke_async(&mut self.redis.clone())
             .await
     }

@@ -30,51 +30,67 @@
 //!   row has its circuit opened: its webhooks wait in its parked list in
 //!   Redis, one probe per open period tests it (the period doubling up to
 //!   `webhook_circuit_open_max_ms`), and when a probe gets through the
-//!   parked webhooks flow again. Nothing but that endpoint waits.
+//!   parked webhooks flow again. Nothing but that endpoint waits. When to
+//!   open and for how long is [`breaker`]'s to decide.
 //! - **Gone**: an endpoint answering `410 Gone` is disabled for its
 //!   application ([`dispatch_infra::endpoints`]); its webhooks, pending and
 //!   future, become dead letters saying so, until the application's
 //!   webhook URLs are set again or its dead letters are replayed.
-//! - **Order**: deliveries of one message's webhooks take turns within a
-//!   notifier, in the order they were consumed (the order the workflow
-//!   published them), so a receiver sees `submitted` before `delivered`
-//!   unless a retry intervenes; every body carries its event time. A
-//!   webhook that finds its message's turn taken goes back to the timer
-//!   due just after that message's previously deferred ones, so deferred
-//!   webhooks come back in order. Best effort, not a promise: a new
-//!   webhook can take a free turn ahead of deferred ones, a timer fires a
-//!   round concurrently, and turns are per notifier process.
+//! - **Order** ([`turns`]): deliveries of one message's webhooks take
+//!   turns within a notifier, in the order they were consumed (the order
+//!   the workflow published them), so a receiver sees `submitted` before
+//!   `delivered` unless a retry intervenes; every body carries its event
+//!   time. A webhook that finds its message's turn taken goes back to
+//!   the timer due just after that message's previously deferred ones, so
+//!   deferred webhooks come back in order. Best effort, not a promise: a
+//!   new webhook can take a free turn ahead of deferred ones, a timer
+//!   fires a round concurrently, and turns are per notifier process.
 //! - **Targets** are checked by [`guard`]: no internal addresses unless
 //!   `allow_private_webhooks`.
+//!
+//! The decisions are pure and unit-tested: [`schedule`] (when to try
+//! again), [`breaker`] (when a circuit opens, and for how long), the
+//! application record's `webhook_for` (which URL). `attempt` makes one
+//! try and says what became of it, `probe` runs an open circuit's probe
+//! and drain, [`turns`] keeps a message's webhooks in order; this file
+//! consumes the queue and settles each outcome.
 
+mod attempt;
 pub mod bench;
+pub mod breaker;
 pub mod circuit;
+mod probe;
 pub mod schedule;
 pub mod sign;
 pub mod slots;
+pub mod turns;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use circuit::{Circuits, Step, Turn};
+use attempt::{Attempted, Failed, Try};
+use circuit::Circuits;
 use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::guard;
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::timer::Scheduler;
 use dispatch_infra::{Config, Connections};
-use dispatch_model::envelope::{Envelope, WEBHOOK_PROBE, WebhookJob, WebhookKind, WebhookProbe};
+use dispatch_model::application::ApplicationRecord;
+use dispatch_model::envelope::{Envelope, WebhookJob};
 use dispatch_model::record::now_ms;
 use serde::{Deserialize, Serialize};
 use slots::Slots;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use turns::MessageTurns;
 
 /// Routing key of scheduled retries (bound to the webhooks queue).
 pub const RETRY_ROUTING_KEY: &str = "webhook.retry";
 
-/// Messages whose turn is remembered before the past ones are forgotten.
+/// Messages whose deferral is remembered, or endpoints seen gone, before
+/// the past ones are forgotten.
 const MAX_MESSAGES: usize = 10_000;
 
 /// How long a webhook waits in the consumer for a free slot of its
@@ -139,8 +155,7 @@ pub async fn run_with(
             config.webhook_endpoint_share,
         ),
         circuits: circuits.clone(),
-        messages: Mutex::new(HashMap::new()),
-        deferred: Mutex::new(HashMap::new()),
+        turns: MessageTurns::new(MAX_MESSAGES),
         gone: gone.clone(),
         config: config.clone(),
     });
@@ -183,9 +198,7 @@ struct Notifier {
     circuits: Circuits,
     /// One delivery at a time per message, so that its statuses arrive in
     /// the order they were queued (as far as retries allow).
-    messages: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per message, when its last webhook deferred for its turn comes back.
-    deferred: Mutex<HashMap<String, i64>>,
+    turns: MessageTurns,
     /// `{application} {endpoint}` that may be disabled: those this
     /// notifier saw answer `410 Gone`, and every notifier's as last read
     /// with the gauges. A hint, confirmed in Redis before it counts, so
@@ -220,34 +233,6 @@ struct Target {
     secret: String,
 }
 
-/// What became of one try.
-enum Attempted {
-    Delivered,
-    /// Not an attempt: the endpoint or its origin had no free slot.
-    Busy,
-    /// Not an attempt: the endpoint's circuit opened while the webhook
-    /// waited for its slot.
-    Open,
-    /// Not an attempt: the application's endpoint was disabled while the
-    /// webhook waited for its slot; why.
-    Disabled(String),
-    /// A failed attempt.
-    Failed(Failed),
-    /// The receiver answered `410 Gone`, and the endpoint is now disabled
-    /// for the job's application (the reason).
-    Gone(Failed, String),
-}
-
-/// Whether a try is a circuit's probe.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Try {
-    /// Waits [`SLOT_WAIT`] at most for a slot, and not at all once the
-    /// endpoint's circuit is open.
-    Normal,
-    /// Waits for a slot as long as an attempt may take.
-    Probe,
-}
-
 /// A webhook waiting in an open circuit's list.
 #[derive(Serialize, Deserialize)]
 struct Parked {
@@ -264,16 +249,6 @@ impl Parked {
         .unwrap_or_default()
     }
 }
-
-/// Parked webhooks read from the head of the list at a time.
-const HEAD_BATCH: usize = 100;
-
-/// Parked webhooks published back to the queue per step of a drain.
-const DRAIN_BATCH: usize = 500;
-
-/// Parked webhooks a probe may pass over (delivered already, or meant for
-/// another endpoint now) before it gives up until the next period.
-const PROBE_CANDIDATES: usize = 16;
 
 impl Notifier {
     async fn handle(&self, incoming: Incoming) -> Outcome {
@@ -326,31 +301,26 @@ impl Notifier {
 
     async fn deliver(&self, job: WebhookJob) -> Result<(), NotifyError> {
         // The message's turn first, so that its webhooks go out in the
-        // order they were consumed.
-        let key = job.body["message_uuid"].as_str().map(str::to_owned);
-        let turn = key.as_ref().map(|k| self.message_turn(k));
-        let held = match &turn {
+        // order they were consumed; held until this delivery is settled.
+        let _turn = match job.body["message_uuid"].as_str() {
             // Bounded, like a slot: a message whose earlier webhook is
             // still out waits in the timer, not in the prefetch.
-            Some(turn) => tokio::time::timeout(SLOT_WAIT, turn.lock()).await.ok(),
+            Some(message) => match self.turns.take(message, SLOT_WAIT).await {
+                Some(turn) => Some(turn),
+                None => {
+                    // Not an attempt: the message's earlier webhook is
+                    // still out. Back to the timer, due after this
+                    // message's webhooks deferred before it (no jitter),
+                    // so they come back in order.
+                    let now = now_ms();
+                    let due_ms = self.turns.behind(message, now + BUSY_WAIT_MS as i64, now);
+                    count_attempt(job.kind.as_str(), "deferred");
+                    return self.later(&job, due_ms).await;
+                }
+            },
             None => None,
         };
-        if let (Some(key), Some(_), None) = (&key, &turn, &held) {
-            // Not an attempt: the message's earlier webhook is still out.
-            // Back to the timer, due after this message's webhooks
-            // deferred before it (no jitter), so they come back in order.
-            let due_ms = self.behind(key, now_ms() + BUSY_WAIT_MS as i64);
-            drop(held);
-            self.release_turn(key, turn);
-            count_attempt(job.kind.as_str(), "deferred");
-            return self.later(&job, due_ms).await;
-        }
-        let result = self.deliver_in_turn(job).await;
-        drop(held);
-        if let Some(key) = key {
-            self.release_turn(&key, turn);
-        }
-        result
+        self.deliver_in_turn(job).await
     }
 
     async fn deliver_in_turn(&self, job: WebhookJob) -> Result<(), NotifyError> {
@@ -398,7 +368,7 @@ impl Notifier {
                 let jitter = rand::random::<u64>() % BUSY_WAIT_MS;
                 let mut due_ms = now_ms() + (BUSY_WAIT_MS + jitter) as i64;
                 if let Some(key) = job.body["message_uuid"].as_str() {
-                    due_ms = self.behind(key, due_ms);
+                    due_ms = self.turns.behind(key, due_ms, now_ms());
                 }
                 return self.later(&job, due_ms).await;
             }
@@ -411,8 +381,8 @@ impl Notifier {
         tracing::info!(status = ?failed.status, error = %failed.error, "webhook attempt failed");
         self.record_attempt(&job, &failed).await?;
         job.attempts += 1;
-        let failures = self.slots.note(&target.endpoint, false);
-        if failures >= self.config.webhook_circuit_failures {
+        let failures = self.slots.failed(&target.endpoint);
+        if breaker::should_open(failures, self.config.webhook_circuit_failures) {
             self.open(target).await?;
         }
         let Some(delay) = self.next_delay(&job, &failed) else {
@@ -478,214 +448,6 @@ impl Notifier {
         Ok(parked)
     }
 
-    async fn schedule_probe(&self, endpoint_id: &str, due_ms: i64) -> Result<(), NotifyError> {
-        let probe = Envelope::WebhookProbe(WebhookProbe {
-            endpoint_id: endpoint_id.to_owned(),
-        });
-        let payload = serde_json::to_string(&probe).unwrap_or_default();
-        self.scheduler
-            .schedule(
-                &format!("webhook-probe:{endpoint_id}"),
-                due_ms,
-                WEBHOOK_PROBE,
-                &probe.id(),
-                &payload,
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// A circuit's probe time: probe, drain, or come back later.
-    async fn probe(&self, endpoint_id: &str) -> Result<(), NotifyError> {
-        let token = uuid::Uuid::new_v4().to_string();
-        match self.circuits.begin(endpoint_id, now_ms(), &token).await? {
-            Turn::Closed => Ok(()),
-            Turn::Wait { until_ms } => self.schedule_probe(endpoint_id, until_ms).await,
-            Turn::Probe => self.run_probe(endpoint_id, &token).await,
-            Turn::Drain => self.drain(endpoint_id, &token).await,
-        }
-    }
-
-    async fn run_probe(&self, id: &str, token: &str) -> Result<(), NotifyError> {
-        for _ in 0..PROBE_CANDIDATES {
-            let Some(first) = self.expire_parked(id, token).await? else {
-                return Ok(());
-            };
-            let Some(parked) = first else {
-                // Nothing waits any more: close.
-                if self.circuits.probe_succeeded(id, token, now_ms()).await? == Step::Held {
-                    return self.drain(id, token).await;
-                }
-                return Ok(());
-            };
-            let job = parked.job;
-            let target = match self.destination(&job).await? {
-                Some(destination) => self.target(destination).ok(),
-                // Delivered already, or nowhere to go: drop it.
-                None => None,
-            };
-            let Some(target) = target.filter(|t| t.endpoint_id == id) else {
-                // Not a probe of this endpoint (its application's URL
-                // changed, or is refused now): the queue takes it from
-                // here, and drops it if it has nowhere to go.
-                self.broker.publish(&Envelope::Webhook(job)).await?;
-                if self.circuits.trim(id, token, now_ms(), 1).await? != Step::Held {
-                    return Ok(());
-                }
-                continue;
-            };
-            if let Some(reason) = self.disabled(&job, &target).await {
-                self.dead_letter(job, "disabled", reason).await?;
-                if self.circuits.trim(id, token, now_ms(), 1).await? != Step::Held {
-                    return Ok(());
-                }
-                continue;
-            }
-            return match self.attempt(&job, &target, Try::Probe).await {
-                Attempted::Delivered => self.probe_succeeded(id, token, &target).await,
-                Attempted::Gone(failed, reason) => {
-                    // The endpoint answers: the circuit closes, and this
-                    // application's webhooks are dead-lettered as they come.
-                    self.record_attempt(&job, &failed).await?;
-                    self.dead_letter(job, "disabled", reason).await?;
-                    self.probe_succeeded(id, token, &target).await
-                }
-                Attempted::Disabled(reason) => {
-                    self.dead_letter(job, "disabled", reason).await?;
-                    if self.circuits.trim(id, token, now_ms(), 1).await? != Step::Held {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Attempted::Busy | Attempted::Open => {
-                    // Not an attempt: try again after a normal period.
-                    let until_ms = now_ms() + self.config.webhook_circuit_open_ms as i64;
-                    self.schedule_probe(id, until_ms).await
-                }
-                Attempted::Failed(failed) => {
-                    self.probe_failed(id, token, job, parked.parked_at_ms, failed)
-                        .await
-                }
-            };
-        }
-        // Only webhooks that were not probes: try again next period.
-        let until_ms = now_ms() + self.config.webhook_circuit_open_ms as i64;
-        self.schedule_probe(id, until_ms).await
-    }
-
-    async fn probe_succeeded(
-        &self,
-        id: &str,
-        token: &str,
-        target: &Target,
-    ) -> Result<(), NotifyError> {
-        self.slots.note(&target.endpoint, true);
-        if self.circuits.probe_succeeded(id, token, now_ms()).await? != Step::Held {
-            return Ok(());
-        }
-        tracing::info!(endpoint_id = %id, "webhook endpoint answers again: circuit closed");
-        self.drain(id, token).await
-    }
-
-    async fn probe_failed(
-        &self,
-        id: &str,
-        token: &str,
-        mut job: WebhookJob,
-        parked_at_ms: i64,
-        failed: Failed,
-    ) -> Result<(), NotifyError> {
-        tracing::info!(status = ?failed.status, error = %failed.error, "probe failed");
-        self.record_attempt(&job, &failed).await?;
-        job.attempts += 1;
-        let updated = match self.next_delay(&job, &failed) {
-            Some(_) => Some(Parked::entry(&job, parked_at_ms)),
-            None => {
-                let reason = format!(
-                    "{} attempts failed, the last: {}",
-                    job.attempts, failed.error
-                );
-                self.dead_letter(job, "failed", reason).await?;
-                None
-            }
-        };
-        let next = self
-            .circuits
-            .probe_failed(
-                id,
-                token,
-                now_ms(),
-                updated.as_deref(),
-                self.config.webhook_circuit_open_ms,
-                self.config.webhook_circuit_open_max_ms,
-            )
-            .await?;
-        if let Some(until_ms) = next {
-            self.schedule_probe(id, until_ms).await?;
-        }
-        Ok(())
-    }
-
-    /// Dead-letters the parked webhooks at the head of the list that
-    /// waited longer than the retry schedule's span; returns the first one
-    /// left (`Some(None)`: the list is empty), or `None` if the lease was
-    /// lost.
-    async fn expire_parked(
-        &self,
-        id: &str,
-        token: &str,
-    ) -> Result<Option<Option<Parked>>, NotifyError> {
-        let span_ms: u64 = self.config.webhook_retry_schedule_ms.iter().sum();
-        loop {
-            let head = self.circuits.head(id, HEAD_BATCH).await?;
-            let now = now_ms();
-            let mut expired = 0;
-            let mut first = None;
-            for raw in &head {
-                match serde_json::from_str::<Parked>(raw) {
-                    Ok(parked) if now.saturating_sub(parked.parked_at_ms) <= span_ms as i64 => {
-                        first = Some(parked);
-                        break;
-                    }
-                    Ok(parked) => {
-                        let reason = format!(
-                            "waited {} s for the endpoint's circuit to close, longer than the retry schedule",
-                            (now - parked.parked_at_ms) / 1000
-                        );
-                        self.dead_letter(parked.job, "expired", reason).await?;
-                    }
-                    Err(_) => tracing::warn!("unreadable parked webhook dropped"),
-                }
-                expired += 1;
-            }
-            if expired > 0 && self.circuits.trim(id, token, now, expired).await? != Step::Held {
-                return Ok(None);
-            }
-            if first.is_some() || head.len() < HEAD_BATCH {
-                return Ok(Some(first));
-            }
-        }
-    }
-
-    /// Sends what waited for the circuit back to the queue, batch by
-    /// batch, and closes it.
-    async fn drain(&self, id: &str, token: &str) -> Result<(), NotifyError> {
-        loop {
-            let batch = self.circuits.head(id, DRAIN_BATCH).await?;
-            let publishes = batch.iter().filter_map(|raw| {
-                let parked = serde_json::from_str::<Parked>(raw).ok()?;
-                Some(async move { self.broker.publish(&Envelope::Webhook(parked.job)).await })
-            });
-            for published in futures_util::future::join_all(publishes).await {
-                published?;
-            }
-            match self.circuits.trim(id, token, now_ms(), batch.len()).await? {
-                Step::Held => continue,
-                Step::Closed | Step::Lost => return Ok(()),
-            }
-        }
-    }
-
     /// Why the job's application disabled this endpoint, if it did. Only
     /// endpoints in the hints ([`Notifier::gone`]) are looked up in Redis;
     /// a hint found enabled again is dropped. An endpoint another notifier
@@ -723,38 +485,6 @@ impl Notifier {
 }
 
 impl Notifier {
-    /// When a webhook of `message` waiting for its turn comes back: at
-    /// `due_ms`, or just after the same message's last deferred one.
-    fn behind(&self, message: &str, due_ms: i64) -> i64 {
-        let mut deferred = self.deferred.lock().unwrap_or_else(|e| e.into_inner());
-        if deferred.len() >= MAX_MESSAGES {
-            let now = now_ms();
-            deferred.retain(|_, due| *due > now);
-        }
-        let due = deferred
-            .get(message)
-            .map_or(due_ms, |last| due_ms.max(last + 1));
-        deferred.insert(message.to_owned(), due);
-        due
-    }
-
-    fn message_turn(&self, message: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-        turns.entry(message.to_owned()).or_default().clone()
-    }
-
-    /// Forgets a message's turn once nobody waits for it.
-    fn release_turn(&self, message: &str, turn: Option<Arc<tokio::sync::Mutex<()>>>) {
-        let mut turns = self.messages.lock().unwrap_or_else(|e| e.into_inner());
-        drop(turn);
-        if turns
-            .get(message)
-            .is_some_and(|t| Arc::strong_count(t) == 1)
-        {
-            turns.remove(message);
-        }
-    }
-
     /// Hands `job` to the timer, to come back at `due_ms`.
     async fn later(&self, job: &WebhookJob, due_ms: i64) -> Result<(), NotifyError> {
         let payload = serde_json::to_string(&Envelope::Webhook(job.clone())).unwrap_or_default();
@@ -862,31 +592,20 @@ impl Notifier {
             tracing::debug!("already delivered; skipping the duplicate");
             return Ok(None);
         }
-        let app: Option<serde_json::Value> = app.and_then(|raw| serde_json::from_str(&raw).ok());
-        let webhooks = app
-            .as_ref()
-            .and_then(|a| a.pointer("/capabilities/messages/webhooks"));
-        let url = match job.kind {
-            WebhookKind::InboundMessage => "inbound_url",
-            WebhookKind::MessageStatus => "status_url",
-            // A separate URL when the application names one.
-            WebhookKind::FinalReport => match webhooks.and_then(|w| w.get("final_report_url")) {
-                Some(_) => "final_report_url",
-                None => "status_url",
-            },
-        };
-        let hook = webhooks.and_then(|w| w.get(url));
+        // A missing or unreadable record has no webhooks.
+        let app: ApplicationRecord = app
+            .and_then(|raw| serde_json::from_str(&raw).ok())
+            .unwrap_or_default();
+        let (url, hook) = app.webhook_for(job.kind);
         let (Some(hook), Some(secret)) = (hook, secret) else {
             tracing::info!(
-                url,
+                url = url.as_str(),
                 "the application has no such webhook URL (or is gone): webhook dropped"
             );
             return Ok(None);
         };
-        let url = hook["address"].as_str().unwrap_or_default().to_owned();
-        let method = hook["http_method"]
-            .as_str()
-            .and_then(|m| reqwest::Method::from_bytes(m.as_bytes()).ok())
+        let url = hook.address.clone();
+        let method = reqwest::Method::from_bytes(hook.http_method.as_bytes())
             .unwrap_or(reqwest::Method::POST);
         Ok(Some(Destination {
             url,
@@ -910,140 +629,6 @@ impl Notifier {
             method: to.method,
             secret: to.secret,
         })
-    }
-
-    /// One try, with the endpoint's and origin's slots; a delivered
-    /// webhook is marked so.
-    async fn attempt(&self, job: &WebhookJob, to: &Target, how: Try) -> Attempted {
-        let wait = match how {
-            Try::Normal => SLOT_WAIT,
-            Try::Probe => Duration::from_millis(self.config.webhook_timeout_ms),
-        };
-        let Some(_slots) = self.slots.acquire(&to.origin, &to.endpoint, wait).await else {
-            return Attempted::Busy;
-        };
-        if how == Try::Normal && self.slots.seen_open(&to.endpoint) {
-            // The circuit opened while this webhook waited for its slot.
-            return Attempted::Open;
-        }
-        // Disabled while this webhook waited for its slot (a 410 to one
-        // of its siblings)?
-        if let Some(reason) = self.disabled(job, to).await {
-            return Attempted::Disabled(reason);
-        }
-        let started = Instant::now();
-        let failed = |status: Option<u16>, error: String, retry_after: Option<Duration>| {
-            Failed::now(
-                status,
-                error,
-                retry_after,
-                started.elapsed().as_millis() as u64,
-            )
-        };
-        let body = serde_json::to_vec(&job.body).unwrap_or_default();
-        let signer = sign::Signer {
-            secret: &to.secret,
-            issuer: &self.config.webhook_issuer,
-            api_key: &job.account,
-            application_id: job.application_id.map(|a| a.to_string()),
-        };
-        let headers = match signer.headers(&job.webhook_id, now_ms() / 1000, &body) {
-            Ok(headers) => headers,
-            Err(e) => return Attempted::Failed(failed(None, format!("signing: {e}"), None)),
-        };
-        let mut request = self
-            .http
-            .request(to.method.clone(), to.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        let post = tracing::info_span!("webhook.post", otel.kind = "client", origin = %to.origin);
-        request = request.headers(post.in_scope(dispatch_infra::telemetry::trace_headers));
-        let result = request.send().instrument(post).await;
-        metrics::histogram!("dispatch_webhook_request_duration_seconds", "kind" => job.kind.as_str())
-            .record(started.elapsed());
-        let response = match result {
-            Ok(response) => response,
-            // Without the URL: its query may hold the receiver's secrets.
-            Err(e) => return Attempted::Failed(failed(None, error_chain(&e.without_url()), None)),
-        };
-        let status = response.status();
-        if status == reqwest::StatusCode::GONE {
-            let failed = failed(Some(status.as_u16()), format!("HTTP {status}"), None);
-            // Disabled while this request still holds the endpoint's slot,
-            // so that the next webhook to take it finds it disabled.
-            return match self.disable(job, to).await {
-                Ok(reason) => Attempted::Gone(failed, reason),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not disable a gone endpoint");
-                    Attempted::Failed(failed)
-                }
-            };
-        }
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            return Attempted::Failed(failed(
-                Some(status.as_u16()),
-                format!("HTTP {status}"),
-                retry_after,
-            ));
-        }
-        self.slots.note(&to.endpoint, true);
-        let _: Result<(), _> = redis::cmd("SET")
-            .arg(self.keys.webhook_delivered(&job.webhook_id))
-            .arg(1)
-            .arg("EX")
-            .arg(self.config.record_ttl_secs)
-            .exec_async(&mut self.redis.clone())
-            .await;
-        tracing::debug!("webhook delivered");
-        count_attempt(job.kind.as_str(), "delivered");
-        let lag_ms = (now_ms() - job.event_at_ms).max(0);
-        metrics::histogram!("dispatch_webhook_delivery_lag_seconds", "kind" => job.kind.as_str())
-            .record(lag_ms as f64 / 1000.0);
-        Attempted::Delivered
-    }
-}
-
-/// A failed attempt, with what the receiver asked for.
-struct Failed {
-    at_ms: i64,
-    status: Option<u16>,
-    latency_ms: u64,
-    error: String,
-    retry_after: Option<Duration>,
-}
-
-impl Failed {
-    fn now(
-        status: Option<u16>,
-        error: String,
-        retry_after: Option<Duration>,
-        latency_ms: u64,
-    ) -> Self {
-        Failed {
-            at_ms: now_ms(),
-            status,
-            latency_ms,
-            error,
-            retry_after,
-        }
-    }
-
-    fn record(&self) -> Attempt {
-        Attempt {
-            at_ms: self.at_ms,
-            status: self.status,
-            latency_ms: self.latency_ms,
-            error: self.error.clone(),
-        }
     }
 }
 
@@ -1091,15 +676,4 @@ pub fn dead_letter_scope(job: &WebhookJob) -> String {
     job.application_id
         .map(|a| a.to_string())
         .unwrap_or_else(|| job.account.clone())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -129,16 +129,20 @@ impl Slots {
         }
     }
 
-    /// Counts an attempt's outcome; returns the failures in a row.
-    pub fn note(&self, endpoint: &str, ok: bool) -> u32 {
+    /// Counts a successful attempt: no failures in a row, and the circuit
+    /// no longer seen open.
+    pub fn succeeded(&self, endpoint: &str) {
         let mut state = self.lock();
         let entry = self.endpoint(&mut state, endpoint);
-        if ok {
-            entry.failures = 0;
-            entry.open = false;
-        } else {
-            entry.failures = entry.failures.saturating_add(1);
-        }
+        entry.failures = 0;
+        entry.open = false;
+    }
+
+    /// Counts a failed attempt; returns the failures in a row.
+    pub fn failed(&self, endpoint: &str) -> u32 {
+        let mut state = self.lock();
+        let entry = self.endpoint(&mut state, endpoint);
+        entry.failures = entry.failures.saturating_add(1);
         entry.failures
     }
 }

@@ -24,15 +24,26 @@
 //!   `Retry-After` up to 30 s, up to `sender_max_attempts`; then the
 //!   message is rejected with 1331 (provider error) so the workflow fails
 //!   over. Permanent failures reject at once with the provider's code.
+//!   The wait is `retry::next_wait`.
 //! - **Limits.** `sender_concurrency` bounds the sends in flight per channel
 //!   (it is also the consumer's prefetch), and `sender_rate_per_sec` paces
 //!   provider calls per channel; both are per process, so N replicas of a
 //!   channel's sender allow N times as much.
 //! - **Routing.** A channel's provider comes from the application's
 //!   settings, else the account's, else the configuration's default (the
-//!   simulator unless configured otherwise).
+//!   simulator unless configured otherwise): `routing::select`.
+//! - **Usage.** An accepted message's `usage` is estimated from `prices`
+//!   (per segment for SMS) for providers that report none:
+//!   `usage::estimate`.
+//!
+//! The decisions (`turn`, `retry`, `routing`, `usage`) are pure functions
+//! in their own modules, unit-tested; this file is the I/O around them.
 
+mod lock;
+mod retry;
+mod routing;
 mod turn;
+mod usage;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -55,9 +66,9 @@ use tracing::Instrument;
 use dispatch_flow::Event;
 
 use dispatch_providers::{Accepted, ProviderRequest, Providers, SendError, rules};
-
-/// The longest a `Retry-After` may hold a message.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+use lock::Lock;
+use retry::MAX_RETRY_AFTER;
+use routing::Whose;
 
 /// Runs senders for `channels` until `shutdown`.
 pub async fn run(
@@ -148,18 +159,6 @@ struct Sender {
     config: Config,
 }
 
-/// Whose provider settings a send uses, which decides what its URL may
-/// reach.
-#[derive(Clone, Copy)]
-enum Whose {
-    /// The configuration's: the operator's, trusted (it may name an
-    /// egress proxy or an internal gateway).
-    Operator,
-    /// A record an account set through the API: checked by the target
-    /// guard.
-    Account,
-}
-
 #[derive(Debug, thiserror::Error)]
 enum HandleError {
     #[error("redis: {0}")]
@@ -227,10 +226,10 @@ impl Sender {
             .arg(lock.ms);
         let workflow = self.keys.workflow(&command.workflow_id.to_string());
         pipe.hget(&workflow, "v").hget(&workflow, "c");
-        if let Some(app) = command.application_id {
-            pipe.hget(self.keys.providers(&app.to_string()), channel);
+        let scopes = routing::scopes(command);
+        for scope in &scopes {
+            pipe.hget(self.keys.providers(scope), channel);
         }
-        pipe.hget(self.keys.providers(&command.account), channel);
         let mut conn = self.redis.clone();
         let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let settings: Vec<Option<String>> = values
@@ -271,7 +270,12 @@ impl Sender {
             }
             return Ok(());
         }
-        let (settings, whose) = self.settings(command, settings);
+        let (settings, whose) = routing::select(
+            &scopes,
+            settings,
+            |scope, raw| self.store.open(scope, command.channel, raw),
+            || self.config.default_provider(command.channel),
+        );
         let result = self
             .send_locked(command, target, settings, whose, limiter, &lock)
             .await;
@@ -398,12 +402,8 @@ impl Sender {
                     reason,
                     retry_after,
                 }) if attempt < self.config.sender_max_attempts => {
-                    let backoff = Duration::from_millis(
-                        self.config
-                            .sender_retry_base_ms
-                            .saturating_mul(1 << (attempt - 1).min(16)),
-                    );
-                    let wait = retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER).max(backoff));
+                    let wait =
+                        retry::next_wait(attempt, self.config.sender_retry_base_ms, retry_after);
                     tracing::info!(attempt, %reason, wait_ms = wait.as_millis() as u64, "provider unavailable; retrying");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -516,35 +516,6 @@ impl Sender {
         Some((key, format!("{} {app}", command.account)))
     }
 
-    /// What the message costs by `prices`, for providers that report no
-    /// price: per segment for SMS (text only), whose encoding and segments
-    /// are counted here.
-    fn estimate(&self, command: &SendCommand) -> Usage {
-        let unit = self
-            .config
-            .prices
-            .get(&command.channel)
-            .cloned()
-            .unwrap_or_else(|| "0".into());
-        if command.channel != Channel::Sms {
-            return Usage::eur(unit);
-        }
-        let text = command
-            .message
-            .message
-            .as_ref()
-            .and_then(|m| m.content.as_ref())
-            .and_then(|c| c.text.as_deref())
-            .unwrap_or_default();
-        let parts = rules::sms_parts(text);
-        let prices = vec![Usage::eur(unit); parts.segments as usize];
-        Usage {
-            encoding: Some(parts.encoding.as_str().to_owned()),
-            segments: Some(parts.segments),
-            ..Usage::total(&prices)
-        }
-    }
-
     /// Messenger's read receipts name no message, only a time: "read up to
     /// here". The last message to each user is remembered so that such a
     /// receipt can be matched to it.
@@ -605,31 +576,6 @@ impl Sender {
             .await
     }
 
-    /// The provider for this message: the application's setting, else the
-    /// account's (`found`, in that order), else the configured default;
-    /// and whose it is.
-    fn settings(
-        &self,
-        command: &SendCommand,
-        found: Vec<Option<String>>,
-    ) -> (ProviderSettings, Whose) {
-        let scopes = command
-            .application_id
-            .map(|a| a.to_string())
-            .into_iter()
-            .chain([command.account.clone()]);
-        let configured = scopes
-            .zip(found)
-            .find_map(|(scope, raw)| self.store.open(&scope, command.channel, &raw?));
-        match configured {
-            Some(settings) => (settings, Whose::Account),
-            None => (
-                self.config.default_provider(command.channel),
-                Whose::Operator,
-            ),
-        }
-    }
-
     /// Reports the provider's acceptance, with the estimated usage.
     async fn report_submitted(
         &self,
@@ -637,7 +583,7 @@ impl Sender {
         provider_id: String,
         command: &SendCommand,
     ) -> Result<(), HandleError> {
-        let estimate = self.estimate(command);
+        let estimate = usage::estimate(command, &self.config.prices);
         self.report(
             target,
             MessageStatus::Submitted,
@@ -670,58 +616,6 @@ impl Sender {
         dispatch_infra::failpoint::hit("sender-before-transition", &target.message_uuid);
         self.engine
             .apply_and_carry_out(event.workflow_id, Event::Status(&event))
-            .await?;
-        Ok(())
-    }
-}
-
-/// The short lock a sender holds on a message while calling its provider.
-/// Its value is a token of this holder, so that a holder whose lock
-/// expired (a long retry wait) cannot extend or release another's.
-struct Lock {
-    key: String,
-    token: String,
-    ms: u64,
-}
-
-static REFRESH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-",
-    )
-});
-
-static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
-impl Lock {
-    /// Extends the lock; `false` when it expired (another sender may have
-    /// sent the message meanwhile: the redelivery will find out).
-    async fn refresh(&self, conn: &mut Redis) -> Result<bool, redis::RedisError> {
-        let held: i64 = REFRESH
-            .key(&self.key)
-            .arg(&self.token)
-            .arg(self.ms)
-            .invoke_async(conn)
-            .await?;
-        Ok(held == 1)
-    }
-
-    async fn release(&self, conn: &mut Redis) -> Result<(), redis::RedisError> {
-        let _: i64 = RELEASE
-            .key(&self.key)
-            .arg(&self.token)
-            .invoke_async(conn)
             .await?;
         Ok(())
     }

@@ -7,6 +7,8 @@
 //! - [`validate`]: every rule of the specs, collecting each bad field.
 //! - [`envelope`]: the versioned messages that travel through RabbitMQ.
 //! - [`record`]: what is stored about a workflow and shown by the lookups.
+//! - [`application`]: the application record, as ingest stores it and the
+//!   notifier reads it.
 //! - [`json`]: JSON syntax that refuses duplicate keys.
 //!
 //! Request types keep required fields as `Option` so that validation can name
@@ -14,6 +16,7 @@
 //! plain `#[derive(Deserialize)]` would. Closed sets (channels, content types,
 //! categories) are enums: an unknown value is a type error naming the field.
 
+pub mod application;
 pub mod channel;
 pub mod envelope;
 pub mod json;

@@ -1,0 +1,61 @@
+//! The short lock a sender holds on a message while it calls the
+//! message's provider, so that two senders (a redelivery racing the first
+//! delivery) never call it for the same message at once.
+//!
+//! The lock's value is its holder's token: a holder whose lock expired
+//! (a long retry wait) can neither extend nor release another's, and
+//! finds out before its next provider call.
+
+use dispatch_infra::redis::Redis;
+
+/// The short lock a sender holds on a message while calling its provider.
+/// Its value is a token of this holder, so that a holder whose lock
+/// expired (a long retry wait) cannot extend or release another's.
+pub struct Lock {
+    pub key: String,
+    pub token: String,
+    pub ms: u64,
+}
+
+static REFRESH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});
+
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+impl Lock {
+    /// Extends the lock; `false` when it expired (another sender may have
+    /// sent the message meanwhile: the redelivery will find out).
+    pub async fn refresh(&self, conn: &mut Redis) -> Result<bool, redis::RedisError> {
+        let held: i64 = REFRESH
+            .key(&self.key)
+            .arg(&self.token)
+            .arg(self.ms)
+            .invoke_async(conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    pub async fn release(&self, conn: &mut Redis) -> Result<(), redis::RedisError> {
+        let _: i64 = RELEASE
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async(conn)
+            .await?;
+        Ok(())
+    }
+}
