@@ -7,10 +7,10 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use dispatch_provider_sim::control::Outcome as SimOutcome;
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
+use crate::accepted;
 use crate::system::{System, step};
 
 /// A free port on loopback (free when asked; the child binds it soon
@@ -66,14 +66,6 @@ async fn wait_listening(port: u16) {
     panic!("nothing listens on {port}");
 }
 
-fn accepted_sends(sys: &System, to: &str) -> usize {
-    sys.sim
-        .sends_to(to)
-        .iter()
-        .filter(|s| s.outcome == SimOutcome::Accepted)
-        .count()
-}
-
 #[tokio::test]
 async fn ingest_killed_between_its_write_and_its_publish_still_sends_once() {
     let sys = System::start().await;
@@ -113,7 +105,7 @@ async fn ingest_killed_between_its_write_and_its_publish_still_sends_once() {
     let report = sys.final_report(id).await;
     assert_eq!(report["status"], "completed");
     assert_eq!(sys.final_reports(id).len(), 1);
-    assert_eq!(accepted_sends(&sys, to), 1);
+    assert_eq!(accepted(&sys, to), 1);
     assert!(sys.sim.sends_to(fallback).is_empty());
 }
 
@@ -137,7 +129,7 @@ async fn sender_killed_between_the_providers_answer_and_its_transition_sends_onc
     let report = sys.final_report(id).await;
     assert_eq!(report["status"], "completed");
     assert_eq!(sys.final_reports(id).len(), 1);
-    assert_eq!(accepted_sends(&sys, to), 1, "sent once");
+    assert_eq!(accepted(&sys, to), 1, "sent once");
     assert!(sys.sim.sends_to(fallback).is_empty());
     sys.eventually(Duration::from_secs(10), || {
         sys.statuses(&message)
@@ -190,7 +182,7 @@ async fn a_callback_handler_killed_mid_receipt_applies_it_once() {
         let report = sys.final_report(id).await;
         assert_eq!(report["status"], "completed", "{failpoint}");
         assert_eq!(sys.final_reports(id).len(), 1, "{failpoint}");
-        assert_eq!(accepted_sends(&sys, to), 1, "{failpoint}");
+        assert_eq!(accepted(&sys, to), 1, "{failpoint}");
         assert!(sys.sim.sends_to(fallback).is_empty(), "{failpoint}");
     }
 }
@@ -212,7 +204,7 @@ async fn a_send_that_waited_past_its_deadline_is_never_sent() {
     let report = sys.final_report(id).await;
     assert_eq!(report["status"], "completed");
     assert!(sys.sim.sends_to(to).is_empty(), "the late step was sent");
-    assert_eq!(accepted_sends(&sys, fallback), 1, "the next step once");
+    assert_eq!(accepted(&sys, fallback), 1, "the next step once");
 }
 
 /// Waits until workflow `id`'s current step is `step`.

@@ -2,8 +2,8 @@
 //! really restarted (through `scripts/lib/services.sh`) while dispatches
 //! are being posted and worked on. Every request answered 202 must still
 //! end with exactly one final report; requests refused meanwhile get 503.
-//! (While Redis is down ingest still accepts: the work is durably queued
-//! and the workflow service writes the record once Redis is back.)
+//! (While Redis is down ingest refuses with 503: the record with its
+//! first send is what a 202 promises.)
 //!
 //! These tests need private instances they may restart: `scripts/test`
 //! exports `DISPATCH_DEV_SERVICES_DIR` when it started both. Against
@@ -158,8 +158,10 @@ async fn survives_restart_of(service: &str) {
             .unwrap_or_else(|| panic!("{service} restart: accepted {id} never ended"));
         assert_eq!(report["status"], "completed", "{id}: {report}");
         assert_eq!(sys.final_reports(*id).len(), 1, "{id}: one final report");
-        // A send held up by the outage can come after its deadline moved
-        // the workflow on (and so after the final report): wait for it.
+        // A send held up by the outage may come after its deadline moved
+        // the workflow on: then the sender drops it (a step the workflow
+        // has moved past is never sent), and the fallback completed it.
+        // Wait a little for one that is late but still sent.
         let accepted_sends = || {
             sys.sim
                 .sends_to(to)
@@ -167,11 +169,11 @@ async fn survives_restart_of(service: &str) {
                 .filter(|s| s.outcome == SimOutcome::Accepted)
                 .count()
         };
-        sys.eventually(Duration::from_secs(10), || {
+        sys.eventually(Duration::from_secs(3), || {
             (accepted_sends() > 0).then_some(())
         })
         .await;
-        assert_eq!(accepted_sends(), 1, "{id}: first step sent once");
+        assert!(accepted_sends() <= 1, "{id}: first step sent at most once");
     }
 }
 
