@@ -6,8 +6,8 @@
 //! channel in confirm mode, shared by `--in-flight` tasks that each await
 //! only their own confirm, so that many publishes are in flight at once
 //! and none waits behind another's round trip. The messages are
-//! `--bytes` long (by default about the size of ingest's
-//! `workflow.accepted` and `send` envelopes) and go through a topic
+//! `--bytes` long (by default about the size of the `send` envelope
+//! ingest publishes) and go through a topic
 //! exchange, like ours, to one durable queue that nothing consumes, as
 //! ingest's queue is when `dispatch bench` measures it alone.
 //!
@@ -39,7 +39,7 @@ pub const DEFAULT_BYTES: usize = 1024;
 const WARMUP: Duration = Duration::from_secs(1);
 
 /// The routing key, and the pattern that binds the queue.
-const ROUTING_KEY: &str = "workflow.accepted";
+const ROUTING_KEY: &str = "send.sms";
 const BINDING: &str = "workflow.#";
 
 #[derive(clap::Args)]

@@ -1,5 +1,6 @@
 //! End to end: accepted work goes through RabbitMQ and Redis across the
-//! workflow service, the senders, the timer and the provider simulator.
+//! ingest, the senders, the timer and the provider simulator, each
+//! applying the transitions whose events arise there.
 //! Each case asserts the sends the simulator saw and the final state.
 
 mod handoffs;

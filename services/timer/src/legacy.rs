@@ -8,7 +8,7 @@
 //! publishes there; once the queue stays empty after an upgrade, this
 //! consumer is idle.
 
-use dispatch_flow::{Applied, Engine, EngineError, Event};
+use dispatch_flow::{Engine, EngineError, Event};
 use dispatch_infra::Config;
 use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
@@ -84,7 +84,7 @@ async fn handle(engine: &Engine, keys: &Keys, incoming: Incoming) -> Outcome {
                 .map_err(Some)?,
             _ => return Err(None),
         };
-        if let Applied::Changed(outbox) | Applied::Unchanged(outbox) = applied {
+        if let Some(outbox) = applied.outbox() {
             engine.carry_out(outbox).await;
         }
         Ok::<(), Option<EngineError>>(())

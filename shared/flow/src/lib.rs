@@ -247,7 +247,7 @@ impl Engine {
         true
     }
 
-    async fn carry_out_one(&self, effect: &Effect) -> anyhow_lite::Result {
+    async fn carry_out_one(&self, effect: &Effect) -> Result<(), EffectError> {
         match effect {
             Effect::Publish { envelope } => self.broker.publish(envelope).await?,
             // Only in outboxes written before timer entries were written
@@ -379,17 +379,14 @@ impl Engine {
     }
 }
 
-/// A tiny `Result` for effects, whose errors are only logged.
-mod anyhow_lite {
-    pub type Result = std::result::Result<(), Error>;
-
-    #[derive(Debug, thiserror::Error)]
-    pub enum Error {
-        #[error("publish: {0}")]
-        Publish(#[from] super::PublishError),
-        #[error("redis: {0}")]
-        Redis(#[from] redis::RedisError),
-    }
+/// Why an outbox effect was not carried out (logged; the recovery
+/// retries it).
+#[derive(Debug, thiserror::Error)]
+enum EffectError {
+    #[error("publish: {0}")]
+    Publish(#[from] PublishError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// A transition's effects sorted by where they go: timer entries are
@@ -402,7 +399,8 @@ struct TimerOps {
 
 impl TimerOps {
     fn of(effects: Vec<Effect>, next: &mut WorkflowRecord) -> Self {
-        let traceparent = dispatch_infra::telemetry::current_traceparent();
+        // Only deadlines need it, and most transitions schedule none.
+        let mut traceparent = None;
         let mut ops = TimerOps {
             schedule: Vec::new(),
             cancel: Vec::new(),
@@ -421,7 +419,9 @@ impl TimerOps {
                         &envelope.routing_key(),
                         &envelope.id(),
                         &payload,
-                        traceparent.clone(),
+                        traceparent
+                            .get_or_insert_with(dispatch_infra::telemetry::current_traceparent)
+                            .clone(),
                     );
                     ops.cancel.retain(|c| *c != id);
                     ops.schedule.push((id, due_ms, entry));

@@ -115,7 +115,7 @@ async fn accept(
             .collect(),
         WorkflowKind::Message => Vec::new(),
     };
-    let first_deadline = accepted.steps.first().map(|s| deadline_id(s.message_uuid));
+    let first = accepted.steps.first().map(|s| s.message_uuid);
     if !state.broker.is_ready() {
         // Known to be down: refuse rather than pile work up in Redis for
         // the recovery. (Lost mid-request, it is the recovery's.)
@@ -146,7 +146,8 @@ async fn accept(
         Err(e) => {
             tracing::warn!(error = %e, "could not write the workflow");
             if e.outcome_unknown()
-                && abandon(state, &id, first_deadline.as_deref()).await == Some(Fate::Claimed)
+                && abandon(state, &id, first.map(deadline_id).as_deref()).await
+                    == Some(Fate::Claimed)
             {
                 // Written after all, and already under way.
                 return Ok(());
