@@ -407,6 +407,7 @@ async fn resend(sys: &System, id: uuid::Uuid, message: &serde_json::Value, times
         account: "ignored".into(),
         application_id: None,
         message: serde_json::from_value(message.clone()).expect("message"),
+        paced: None,
     };
     for _ in 0..times {
         broker
@@ -500,6 +501,83 @@ async fn the_per_channel_rate_limit_paces_provider_calls() {
     // A burst of 5, then one every 200 ms.
     let span = times[9] - times[0];
     assert!(span >= 900, "10 sends at 5/s took only {span} ms");
+}
+
+#[tokio::test]
+async fn a_providers_limit_holds_over_three_sender_processes() {
+    use futures_util::StreamExt;
+    const MESSAGES: usize = 150;
+    const PER_SEC: f64 = 50.0;
+    let sys = System::start_external(&["sender"], |_| {}).await;
+    let _senders: Vec<_> = (0..3)
+        .map(|_| {
+            sys.command("sender")
+                .arg("--channel=sms")
+                .env(
+                    "DISPATCH_SEND_LIMITS",
+                    format!(
+                        r#"[{{channel = "sms", provider = "simulator", per_sec = {PER_SEC}}}]"#
+                    ),
+                )
+                // Most sends wait for their turn at the timer.
+                .env("DISPATCH_SEND_LIMIT_HOLD_MS", "100")
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("sender starts")
+        })
+        .collect();
+    let numbers: Vec<String> = (0..MESSAGES).map(|i| format!("447700160{i:03}")).collect();
+    for to in &numbers {
+        sys.sim.set(to, Behaviour::default());
+    }
+    let sys = &sys;
+    let ids: Vec<(uuid::Uuid, &String)> = futures_util::stream::iter(&numbers)
+        .map(|to| async move { (sys.message(sms(to)).await, to) })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    // Duplicates of commands waiting for their turn at the timer (as an
+    // outbox recovery or a redelivery makes them) are not sent again.
+    let broker = dispatch_infra::broker::Broker::start(&sys.config, "test", Default::default());
+    assert!(broker.wait_ready(Duration::from_secs(10)).await);
+    for (id, to) in ids.iter().rev().take(20) {
+        let command = dispatch_model::envelope::SendCommand {
+            workflow_id: *id,
+            message_uuid: *id,
+            channel: dispatch_model::Channel::Sms,
+            account: sys.api_key.clone(),
+            application_id: None,
+            message: serde_json::from_value(sms(to)).expect("message"),
+            paced: None,
+        };
+        let duplicate = dispatch_model::envelope::Envelope::Send(Box::new(command));
+        broker.publish(&duplicate).await.expect("published");
+    }
+    let times = sys
+        .eventually(Duration::from_secs(30), || {
+            let sends: Vec<_> = numbers.iter().map(|to| sys.sim.sends_to(to)).collect();
+            sends.iter().all(|s| !s.is_empty()).then(|| {
+                assert!(
+                    sends.iter().all(|s| s.len() == 1),
+                    "a message was sent twice"
+                );
+                let mut times: Vec<i64> = sends.iter().map(|s| s[0].at_ms).collect();
+                times.sort_unstable();
+                times
+            })
+        })
+        .await
+        .expect("every message sent");
+    let span_ms = (times[MESSAGES - 1] - times[0]) as f64;
+    let rate = (MESSAGES - 1) as f64 * 1000.0 / span_ms;
+    println!(
+        "{MESSAGES} sends by 3 senders under one limit of {PER_SEC}/s: {rate:.1}/s over {span_ms} ms"
+    );
+    assert!(
+        (PER_SEC * 0.9..=PER_SEC * 1.1).contains(&rate),
+        "sent at {rate:.1}/s under a limit of {PER_SEC}/s"
+    );
 }
 
 #[tokio::test]

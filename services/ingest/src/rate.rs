@@ -1,10 +1,9 @@
 //! Per-account request rate, held across ingest replicas.
 //!
-//! The rule is GCRA (a token bucket without a refill task): each limited
-//! account has one Redis key holding the time at which its bucket is next
-//! empty, and one Lua script per request moves it on or answers how long
-//! to wait, on Redis's clock so that replicas' clocks do not matter. That
-//! is one round trip per request, and none when the account has no limit.
+//! The rule is GCRA ([`dispatch_infra::rate`]): each limited account has
+//! one Redis key, and one Lua script per request counts it or answers how
+//! long to wait (a request over the rate is refused, not counted). That is
+//! one round trip per request, and none when the account has no limit.
 //!
 //! An account's own rate (stored on its record, `dispatch account rate`)
 //! replaces `account_rate_per_sec` and `account_rate_burst`; it is read
@@ -17,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use dispatch_infra::rate::Gcra;
 use dispatch_infra::redis::{Keys, Redis};
 
 use crate::error::{ApiError, ApiResult};
@@ -29,62 +29,18 @@ pub struct Rate {
     pub burst: u32,
 }
 
-/// A rate in the script's terms, for an account that has a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Limit {
-    /// Microseconds between requests at the steady rate.
-    interval_us: u64,
-    /// Requests at once.
-    burst: u64,
-}
-
 impl Rate {
     /// The limit that applies to an account: its own rate if it has one,
     /// else `default`; `None` when that is no limit.
-    fn limit(default: Rate, own: Option<Rate>) -> Option<Limit> {
+    fn limit(default: Rate, own: Option<Rate>) -> Option<Gcra> {
         let rate = own.unwrap_or(default);
-        if rate.per_sec == 0 {
-            return None;
-        }
-        let burst = if rate.burst == 0 {
-            rate.per_sec
-        } else {
-            rate.burst
-        };
-        Some(Limit {
-            interval_us: (1_000_000 / u64::from(rate.per_sec)).max(1),
-            burst: u64::from(burst),
-        })
+        Gcra::per_sec(f64::from(rate.per_sec), rate.burst, rate.per_sec)
     }
 }
-
-/// KEYS[1]: the account's rate key. ARGV[1]: microseconds per request,
-/// ARGV[2]: the burst. Returns 0 when the request may go ahead (and
-/// counts it), else the microseconds until it could.
-///
-/// The stored time only moves forward from now, so an idle account's
-/// bucket is full; the key expires when it would hold the past anyway.
-/// Numbers are formatted by hand: Lua's own conversion keeps 14 digits.
-const GCRA: &str = r"
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local stored = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-local tat = math.max(stored, now) + interval
-local wait = tat - now - interval * burst
-if wait > 0 then
-  return string.format('%.0f', wait)
-end
-local ttl_ms = math.ceil((tat - now) / 1000) + 1
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', string.format('%.0f', ttl_ms))
-return '0'
-";
 
 /// The per-account request limiter of one ingest process.
 pub struct Limiter {
     default: Rate,
-    script: redis::Script,
     own: Mutex<HashMap<String, (Option<Rate>, Instant)>>,
 }
 
@@ -97,7 +53,6 @@ impl Limiter {
     pub fn new(default: Rate) -> Self {
         Self {
             default,
-            script: redis::Script::new(GCRA),
             own: Mutex::new(HashMap::new()),
         }
     }
@@ -108,22 +63,12 @@ impl Limiter {
         let Some(limit) = Rate::limit(self.default, own) else {
             return Ok(());
         };
-        let waited = self
-            .script
-            .key(keys.account_rate(account))
-            .arg(limit.interval_us)
-            .arg(limit.burst)
-            .invoke_async::<String>(&mut redis.clone())
-            .await;
-        match waited.map(|w| w.parse::<u64>()) {
-            Ok(Ok(0)) => Ok(()),
-            Ok(Ok(wait_us)) => Err(ApiError::Throttled {
-                retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
+        let key = keys.account_rate(account);
+        match dispatch_infra::rate::take(redis, &key, limit, Duration::ZERO).await {
+            Ok(wait) if wait.is_zero() => Ok(()),
+            Ok(wait) => Err(ApiError::Throttled {
+                retry_after_secs: wait.as_micros().div_ceil(1_000_000).max(1) as u64,
             }),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "rate script answered a non-number; request let through");
-                Ok(())
-            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not count a request against its account's rate; let through");
                 Ok(())
@@ -171,7 +116,7 @@ mod tests {
 
     #[test]
     fn which_limit_applies() {
-        let limit = |interval_us, burst| Some(Limit { interval_us, burst });
+        let limit = |interval_us, burst| Some(Gcra { interval_us, burst });
         assert_eq!(Rate::limit(rate(0, 0), None), None, "off by default");
         assert_eq!(
             Rate::limit(rate(0, 50), None),

@@ -26,9 +26,11 @@
 //!   over. Permanent failures reject at once with the provider's code.
 //!   The wait is `retry::next_wait`.
 //! - **Limits.** `sender_concurrency` bounds the sends in flight per channel
-//!   (it is also the consumer's prefetch), and `sender_rate_per_sec` paces
-//!   provider calls per channel; both are per process, so N replicas of a
-//!   channel's sender allow N times as much.
+//!   and process (it is also the consumer's prefetch). Providers' rate
+//!   limits (`send_limits`, and `sender_rate_per_sec` for channels no
+//!   entry names) hold over all replicas, in Redis: a send over its limit
+//!   waits its turn, in place when it is near, else at the timer
+//!   (`pace`).
 //! - **Routing.** A channel's provider comes from the application's
 //!   settings, else the account's, else the configuration's default (the
 //!   simulator unless configured otherwise): `routing::select`.
@@ -36,16 +38,16 @@
 //!   (per segment for SMS) for providers that report none:
 //!   `usage::estimate`.
 //!
-//! The decisions (`turn`, `retry`, `routing`, `usage`) are pure functions
+//! The decisions (`turn`, `retry`, `routing`, `usage`, `pace`) are pure functions
 //! in their own modules, unit-tested; this file is the I/O around them.
 
 mod lock;
+mod pace;
 mod retry;
 mod routing;
 mod turn;
 mod usage;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,11 +57,11 @@ use dispatch_infra::crypto::CredentialsKey;
 use dispatch_infra::providers::{ProviderStore, callback_url, receipt_scope, send_tenant};
 use dispatch_infra::receipts::{MessageRef, Parked, Receipts, Sent};
 use dispatch_infra::redis::{Keys, Redis};
+use dispatch_infra::timer::Scheduler;
 use dispatch_infra::{Config, Connections};
 use dispatch_model::Channel;
-use dispatch_model::envelope::{Envelope, SendCommand, StatusEvent};
+use dispatch_model::envelope::{Envelope, PacedTurn, SendCommand, StatusEvent, send_routing_key};
 use dispatch_model::record::{MessageError, MessageStatus, Usage, now_ms};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -112,14 +114,13 @@ pub async fn run_with(
             CredentialsKey::parse(&config.credentials_key).map_err(anyhow::Error::msg)?,
         ),
         callback_base: config.callback_base(),
+        scheduler: Scheduler::new(redis.clone(), keys.clone()),
         redis,
         keys,
         config: config.clone(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for channel in channels {
-        let limiter = NonZeroU32::new(config.sender_rate_per_sec)
-            .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
         let options = ConsumeOptions::new(
             broker.topology().send_queue(channel),
             config.sender_concurrency,
@@ -133,8 +134,7 @@ pub async fn run_with(
             shutdown.clone(),
             move |incoming| {
                 let sender = sender.clone();
-                let limiter = limiter.clone();
-                async move { sender.handle(incoming, limiter.as_deref()).await }
+                async move { sender.handle(incoming).await }
             },
         ));
     }
@@ -156,7 +156,17 @@ struct Sender {
     public_only: Providers,
     store: ProviderStore,
     callback_base: String,
+    /// Where sends whose turn under their limit is far off wait for it.
+    scheduler: Scheduler,
     config: Config,
+}
+
+/// Whether a provider call waited for its turn, or went to wait for it at
+/// the timer (and is acked here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    Ready,
+    Deferred,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,11 +182,7 @@ enum HandleError {
 }
 
 impl Sender {
-    async fn handle(
-        &self,
-        incoming: Incoming,
-        limiter: Option<&DefaultDirectRateLimiter>,
-    ) -> Outcome {
+    async fn handle(&self, incoming: Incoming) -> Outcome {
         let command = match serde_json::from_slice::<Envelope>(&incoming.payload) {
             Ok(Envelope::Send(command)) => command,
             Ok(_) | Err(_) => {
@@ -190,7 +196,7 @@ impl Sender {
             workflow_id = %command.workflow_id,
             channel = %command.channel,
         );
-        match self.send(&command, limiter).instrument(span.clone()).await {
+        match self.send(&command).instrument(span.clone()).await {
             Ok(()) => Outcome::Ack,
             Err(e) => {
                 span.in_scope(|| tracing::warn!(error = %e, "send not finished; will retry"));
@@ -199,11 +205,7 @@ impl Sender {
         }
     }
 
-    async fn send(
-        &self,
-        command: &SendCommand,
-        limiter: Option<&DefaultDirectRateLimiter>,
-    ) -> Result<(), HandleError> {
+    async fn send(&self, command: &SendCommand) -> Result<(), HandleError> {
         let target = MessageRef {
             workflow_id: command.workflow_id,
             message_uuid: command.message_uuid,
@@ -211,7 +213,12 @@ impl Sender {
         // One round trip: already sent?, take the lock, and where to send.
         let lock = Lock {
             key: self.keys.send_lock(&command.message_uuid.to_string()),
-            token: uuid::Uuid::new_v4().to_string(),
+            // A command back from waiting for its turn holds the lock it
+            // took before.
+            token: match &command.paced {
+                Some(paced) => paced.lock.clone(),
+                None => uuid::Uuid::new_v4().to_string(),
+            },
             // One provider call and the longest wait before the next.
             ms: self.config.provider_timeout_ms + MAX_RETRY_AFTER.as_millis() as u64 + 5_000,
         };
@@ -224,6 +231,7 @@ impl Sender {
             .arg("NX")
             .arg("PX")
             .arg(lock.ms);
+        pipe.get(&lock.key);
         let workflow = self.keys.workflow(&command.workflow_id.to_string());
         pipe.hget(&workflow, "v").hget(&workflow, "c");
         let scopes = routing::scopes(command);
@@ -233,7 +241,7 @@ impl Sender {
         let mut conn = self.redis.clone();
         let mut values: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let settings: Vec<Option<String>> = values
-            .split_off(4.min(values.len()))
+            .split_off(5.min(values.len()))
             .into_iter()
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()?;
@@ -241,7 +249,9 @@ impl Sender {
             .into_iter()
             .map(redis::from_redis_value::<Option<String>>);
         let sent = values.next().transpose()?.flatten();
-        let locked = values.next().transpose()?.flatten().is_some();
+        let taken = values.next().transpose()?.flatten().is_some();
+        let holder = values.next().transpose()?.flatten();
+        let locked = taken || holder.as_deref() == Some(lock.token.as_str());
         let version = values.next().transpose()?.flatten();
         let current = values.next().transpose()?.flatten();
 
@@ -277,12 +287,16 @@ impl Sender {
             || self.config.default_provider(command.channel),
         );
         let result = self
-            .send_locked(command, target, settings, whose, limiter, &lock)
+            .send_locked(command, target, settings, whose, &lock)
             .await;
-        if let Err(e) = lock.release(&mut conn).await {
+        // A send waiting for its turn at the timer keeps the lock, so that
+        // a duplicate of its command cannot send it meanwhile.
+        if !matches!(result, Ok(Waited::Deferred))
+            && let Err(e) = lock.release(&mut conn).await
+        {
             tracing::debug!(error = %e, "could not release the send lock; it expires");
         }
-        result
+        result.map(drop)
     }
 
     /// A redelivered command for a message whose outcome is recorded.
@@ -321,9 +335,8 @@ impl Sender {
         target: MessageRef,
         settings: ProviderSettings,
         whose: Whose,
-        limiter: Option<&DefaultDirectRateLimiter>,
         lock: &Lock,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Waited, HandleError> {
         let provider = match whose {
             Whose::Operator => self.providers.get(settings.kind),
             Whose::Account => {
@@ -340,7 +353,7 @@ impl Sender {
                         code: 1020,
                         reason: "The provider URL is not allowed".into(),
                     };
-                    return self.reject(target, error).await;
+                    return self.reject(target, error).await.map(|()| Waited::Ready);
                 }
                 self.public_only.get(settings.kind)
             }
@@ -352,13 +365,22 @@ impl Sender {
                 "code" => error.code.to_string(),
             )
             .increment(1);
-            return self.reject(target, error).await;
+            return self.reject(target, error).await.map(|()| Waited::Ready);
         }
         let status_callback = callback_url(&self.callback_base, &settings);
+        let pace = pace::select(
+            &self.config.send_limits,
+            self.config.sender_rate_per_sec,
+            command.channel,
+            settings.kind,
+            &dispatch_providers::address(&command.message.from),
+        );
         let mut attempt = 1;
         let outcome = loop {
-            if let Some(limiter) = limiter {
-                limiter.until_ready().await;
+            if let Some(pace) = &pace
+                && self.wait_turn(command, pace, attempt == 1, lock).await? == Waited::Deferred
+            {
+                return Ok(Waited::Deferred);
             }
             // Still ours? After a long wait another sender may have taken
             // the message over; then it is theirs to send.
@@ -418,7 +440,7 @@ impl Sender {
             "outcome" => if outcome.is_ok() { "submitted" } else { "rejected" },
         )
         .increment(1);
-        match outcome {
+        let result = match outcome {
             Ok(Accepted {
                 provider_message_id,
             }) => {
@@ -452,6 +474,80 @@ impl Sender {
                     reason: "Provider error: the provider was unavailable".into(),
                 };
                 self.reject(target, error).await
+            }
+        };
+        result.map(|()| Waited::Ready)
+    }
+
+    /// Waits for this provider call's turn under its limit, or hands the
+    /// command to the timer to come back at it.
+    async fn wait_turn(
+        &self,
+        command: &SendCommand,
+        pace: &pace::Pace,
+        first_attempt: bool,
+        lock: &Lock,
+    ) -> Result<Waited, HandleError> {
+        let channel = command.channel.as_str();
+        let wait = match &command.paced {
+            // Its turn was taken before it went to the timer.
+            Some(paced) if first_attempt => {
+                Duration::from_millis(u64::try_from(paced.at_ms - now_ms()).unwrap_or(0))
+            }
+            _ => {
+                let key = self.keys.send_rate(channel, &pace.provider, &pace.sender);
+                dispatch_infra::rate::take(
+                    &self.redis,
+                    &key,
+                    pace.rate,
+                    dispatch_infra::rate::RESERVE,
+                )
+                .await?
+            }
+        };
+        let hold = Duration::from_millis(self.config.send_limit_hold_ms);
+        match pace::turn(wait, hold, first_attempt && command.paced.is_none()) {
+            pace::Turn::Hold(wait) => {
+                metrics::histogram!("dispatch_send_limit_wait_seconds", "channel" => channel, "at" => "sender")
+                    .record(wait);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Waited::Ready)
+            }
+            pace::Turn::Defer(wait) => {
+                metrics::histogram!("dispatch_send_limit_wait_seconds", "channel" => channel, "at" => "timer")
+                    .record(wait);
+                let turn_ms = now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+                // Held until its turn and a call's length after it.
+                let held_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX / 2) + lock.ms;
+                if !lock.hold(&mut self.redis.clone(), held_ms).await? {
+                    return Err(HandleError::Busy);
+                }
+                let paced = SendCommand {
+                    paced: Some(PacedTurn {
+                        at_ms: turn_ms,
+                        lock: lock.token.clone(),
+                    }),
+                    ..command.clone()
+                };
+                let payload = serde_json::to_string(&Envelope::Send(Box::new(paced)))
+                    .expect("a send command serialises");
+                let message_uuid = command.message_uuid.to_string();
+                tracing::info!(
+                    wait_ms = wait.as_millis() as u64,
+                    "over the provider's limit; waiting for its turn at the timer"
+                );
+                self.scheduler
+                    .schedule(
+                        &format!("pace:{message_uuid}"),
+                        turn_ms,
+                        &send_routing_key(command.channel),
+                        &message_uuid,
+                        &payload,
+                    )
+                    .await?;
+                Ok(Waited::Deferred)
             }
         }
     }

@@ -41,10 +41,15 @@ impl Lock {
     /// Extends the lock; `false` when it expired (another sender may have
     /// sent the message meanwhile: the redelivery will find out).
     pub async fn refresh(&self, conn: &mut Redis) -> Result<bool, redis::RedisError> {
+        self.hold(conn, self.ms).await
+    }
+
+    /// Extends the lock to `ms` from now; `false` when it expired.
+    pub async fn hold(&self, conn: &mut Redis, ms: u64) -> Result<bool, redis::RedisError> {
         let held: i64 = REFRESH
             .key(&self.key)
             .arg(&self.token)
-            .arg(self.ms)
+            .arg(ms)
             .invoke_async(conn)
             .await?;
         Ok(held == 1)

@@ -71,6 +71,7 @@ mod tests {
             account: "acct".into(),
             application_id: application,
             message: Default::default(),
+            paced: None,
         }
     }
 

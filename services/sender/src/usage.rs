@@ -53,6 +53,7 @@ mod tests {
             application_id: None,
             message: serde_json::from_value(json!({ "message": { "content": content } }))
                 .expect("message"),
+            paced: None,
         }
     }
 

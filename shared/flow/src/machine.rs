@@ -191,6 +191,7 @@ fn start_step(rec: &mut WorkflowRecord, i: usize, ctx: &Context, effects: &mut V
         account: w.account.clone(),
         application_id: w.application_id,
         message: request.message.clone(),
+        paced: None,
     }))));
     let wait_ms = if !last {
         let expiry = request

@@ -86,9 +86,17 @@ pub struct Config {
 
     /// Sends in flight per channel and sender process (also its prefetch).
     pub sender_concurrency: u16,
-    /// Provider calls per second per channel and sender process; 0 means
-    /// no limit.
+    /// Provider calls per second per channel, over all sender replicas
+    /// (held in Redis), for sends that no entry of `send_limits` matches;
+    /// 0 means no limit.
     pub sender_rate_per_sec: u32,
+    /// Providers' limits on sends, over all sender replicas: the first
+    /// entry that matches a send's channel and provider paces it.
+    pub send_limits: Vec<SendLimit>,
+    /// A send whose turn under its limit is at most this far off waits
+    /// for it in the sender; one further off is handed to the timer for
+    /// its turn, so that it does not hold a consumer slot meanwhile.
+    pub send_limit_hold_ms: u64,
     /// Attempts of a provider call that fails transiently (timeouts, 5xx,
     /// 429) before the message is rejected.
     pub sender_max_attempts: u32,
@@ -189,6 +197,24 @@ pub struct Config {
     /// How often each notifier reads the circuit and disabled-endpoint
     /// gauges from Redis.
     pub notifier_gauge_interval_ms: u64,
+}
+
+/// A provider's limit on sends: `per_sec` sends a second (fractions
+/// allowed: 0.5 is one every two seconds), `burst` at once (0: 1), on
+/// `channel`, through `provider` (any when absent), and with
+/// `per_sender`, for each sender identity (from-number or sender id) on
+/// its own, as Twilio limits each long code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendLimit {
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderKind>,
+    pub per_sec: f64,
+    #[serde(default)]
+    pub burst: u32,
+    #[serde(default)]
+    pub per_sender: bool,
 }
 
 /// Which provider serves a channel, how to reach it, and with which
@@ -350,6 +376,8 @@ impl Default for Config {
             workflow_prefetch: 64,
             sender_concurrency: 64,
             sender_rate_per_sec: 0,
+            send_limits: Vec::new(),
+            send_limit_hold_ms: 1_000,
             sender_max_attempts: 5,
             sender_retry_base_ms: 200,
             provider_timeout_ms: 10_000,
@@ -495,6 +523,14 @@ impl Config {
             .or_else(|why| bad("simulator_url", &why))?;
         if self.simulator_secret.is_empty() {
             return bad("simulator_secret", "must not be empty");
+        }
+        for (i, limit) in self.send_limits.iter().enumerate() {
+            if !limit.per_sec.is_finite() || limit.per_sec <= 0.0 {
+                return bad(
+                    &format!("send_limits[{i}].per_sec"),
+                    "must be a number greater than zero",
+                );
+            }
         }
         for (channel, provider) in &self.providers {
             if !provider.url.is_empty() {
@@ -672,6 +708,47 @@ mod tests {
             assert_eq!(c.redis_url, "redis://cache:6379/");
             assert_eq!(c.http_addr.to_string(), "0.0.0.0:9000");
             assert_eq!(c.redis_prefix, "from-file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn provider_limits_come_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "dispatch.toml",
+                "[[send_limits]]\nchannel = \"sms\"\nprovider = \"twilio\"\nper_sec = 1\nper_sender = true\n",
+            )?;
+            let c = Config::load(Some(Path::new("dispatch.toml"))).expect("load");
+            assert_eq!(
+                c.send_limits,
+                [SendLimit {
+                    channel: Channel::Sms,
+                    provider: Some(ProviderKind::Twilio),
+                    per_sec: 1.0,
+                    burst: 0,
+                    per_sender: true,
+                }]
+            );
+            jail.set_env(
+                "DISPATCH_SEND_LIMITS",
+                r#"[{channel = "whatsapp", per_sec = 80, burst = 10}]"#,
+            );
+            let c = Config::load(None).expect("load");
+            assert_eq!(c.send_limits[0].channel, Channel::Whatsapp);
+            assert_eq!(c.send_limits[0].burst, 10);
+            jail.set_env(
+                "DISPATCH_SEND_LIMITS",
+                r#"[{channel = "sms", per_sec = 0}]"#,
+            );
+            let e = Config::load(None).expect_err("a rate of 0");
+            assert!(e.to_string().contains("send_limits[0].per_sec"), "{e}");
+            jail.set_env(
+                "DISPATCH_SEND_LIMITS",
+                r#"[{channel = "sms", per_sec = 1, rate = 2}]"#,
+            );
+            let e = Config::load(None).expect_err("an unknown field");
+            assert!(e.to_string().contains("rate"), "{e}");
             Ok(())
         });
     }

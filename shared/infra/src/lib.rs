@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod failpoint;
 pub mod guard;
 pub mod providers;
+pub mod rate;
 pub mod receipts;
 pub mod redis;
 pub mod shutdown;

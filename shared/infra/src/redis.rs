@@ -167,6 +167,13 @@ impl Keys {
         format!("{}:sent:{message_uuid}", self.prefix)
     }
 
+    /// String (integer, µs since the epoch): a provider limit's next free
+    /// turn (GCRA, [`crate::rate`]) for sends on `channel` through
+    /// `provider` (`*`: any) from `sender` (`*`: every sender together).
+    pub fn send_rate(&self, channel: &str, provider: &str, sender: &str) -> String {
+        format!("{}:send-rate:{channel}:{provider}:{sender}", self.prefix)
+    }
+
     /// Short lock held by the sender calling the provider for a message.
     pub fn send_lock(&self, message_uuid: &str) -> String {
         format!("{}:sent:{message_uuid}:lock", self.prefix)

@@ -167,6 +167,22 @@ pub struct SendCommand {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_id: Option<Uuid>,
     pub message: OutboundMessage,
+    /// On a command the sender handed to the timer to wait for its turn
+    /// under its provider's limit: that turn, and the send lock held
+    /// meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paced: Option<PacedTurn>,
+}
+
+/// A send's turn under its provider's limit, taken before it went to wait
+/// for it at the timer: it is sent then without taking another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacedTurn {
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+    /// The token of the send lock held for it meanwhile, so that a
+    /// duplicate of the command cannot send it in the meantime.
+    pub lock: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -290,6 +290,7 @@ pub fn send_command(
         application_id: None,
         message: serde_json::from_value(json!({"to": to, "from": from, "message": message}))
             .expect("message"),
+        paced: None,
     }
 }
 

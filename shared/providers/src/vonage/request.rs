@@ -237,6 +237,7 @@ mod tests {
             account: "acct".into(),
             application_id: None,
             message: serde_json::from_value(message).expect("message"),
+            paced: None,
         }
     }
 
