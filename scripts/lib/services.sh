@@ -247,6 +247,19 @@ _dev_apt_install() {
     }
 }
 
+# dev_ensure_commands COMMAND:PACKAGE...: installs the Debian package of
+# each command that is not on PATH (tests start servers of their own, such
+# as a redis-server on a TLS port with certificates made by openssl).
+dev_ensure_commands() {
+    local -a pkgs=()
+    local pair
+    for pair in "$@"; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || pkgs+=("${pair#*:}")
+    done
+    [ "${#pkgs[@]}" -eq 0 ] && return 0
+    _dev_apt_install "${pkgs[@]}"
+}
+
 # _dev_ensure_installed NEED_REDIS NEED_RABBITMQ (each 0 or 1)
 _dev_ensure_installed() {
     local -a pkgs=()

@@ -9,6 +9,7 @@ mod lifecycle;
 mod providers;
 mod system;
 mod targets;
+mod tls;
 mod upgrade;
 mod webhooks;
 

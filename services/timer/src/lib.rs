@@ -142,7 +142,7 @@ pub async fn run_with(
     // rounds in flight are done.
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(wake::listen(
-        config.redis_url.clone(),
+        dispatch_infra::redis::client(&config)?,
         keys.timer_wake(),
         wake.clone(),
         shutdown.clone(),

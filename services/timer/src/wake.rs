@@ -18,7 +18,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// subscription cannot be made or drops. While it is down, the timer still
 /// looks at Redis every `timer_max_idle_ms`.
 pub(crate) async fn listen(
-    url: String,
+    client: redis::Client,
     channel: String,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
@@ -27,7 +27,7 @@ pub(crate) async fn listen(
     loop {
         let subscribed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, subscribe(&url, &channel)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, subscribe(&client, &channel)) => r,
         };
         match subscribed {
             Ok(Ok(pubsub)) => {
@@ -64,8 +64,10 @@ pub(crate) async fn listen(
     }
 }
 
-async fn subscribe(url: &str, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url)?;
+async fn subscribe(
+    client: &redis::Client,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)

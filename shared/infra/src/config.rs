@@ -59,7 +59,13 @@ pub struct Config {
     /// How long ingest waits for the broker to confirm a publish before it
     /// answers 503.
     pub publish_timeout_ms: u64,
+    /// `redis://`, or `rediss://` for TLS; `username:password@` for an ACL
+    /// user.
     pub redis_url: String,
+    /// With a `rediss://` URL: a PEM file of the certificate authorities
+    /// to trust instead of the system's (a private CA, or the server's
+    /// self-signed certificate).
+    pub redis_tls_ca_file: Option<String>,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
     /// Largest accepted request body; larger ones get 413.
@@ -365,6 +371,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             publish_timeout_ms: 5_000,
             redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_tls_ca_file: None,
             redis_prefix: "dispatch".into(),
             max_body_bytes: 256 * 1024,
             max_workflow_steps: 10,
@@ -456,6 +463,17 @@ impl Config {
         check_url(&self.amqp_url, &["amqp", "amqps"]).or_else(|why| bad("amqp_url", &why))?;
         check_url(&self.redis_url, &["redis", "rediss", "unix", "redis+unix"])
             .or_else(|why| bad("redis_url", &why))?;
+        if let Some(path) = &self.redis_tls_ca_file {
+            if !self.redis_url.starts_with("rediss://") {
+                return bad(
+                    "redis_tls_ca_file",
+                    "is for TLS: set a rediss:// redis_url, or leave it out",
+                );
+            }
+            if let Err(e) = std::fs::metadata(path) {
+                return bad("redis_tls_ca_file", &format!("{path}: {e}"));
+            }
+        }
         if let Some(public) = &self.public_url {
             check_url(public, &["http", "https"]).or_else(|why| bad("public_url", &why))?;
         }
@@ -710,6 +728,22 @@ mod tests {
             assert_eq!(c.redis_prefix, "from-file");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_redis_ca_file_goes_with_tls_and_must_exist() {
+        let mut c = Config {
+            redis_url: "redis://cache:6379/".into(),
+            redis_tls_ca_file: Some("Cargo.toml".into()),
+            ..Config::default()
+        };
+        let e = c.validate().expect_err("a CA file without TLS");
+        assert!(e.to_string().contains("rediss://"), "{e}");
+        c.redis_url = "rediss://user:secret@cache:6380/".into();
+        c.validate().expect("TLS with a CA file");
+        c.redis_tls_ca_file = Some("no-such-ca.pem".into());
+        let e = c.validate().expect_err("a missing CA file");
+        assert!(e.to_string().contains("no-such-ca.pem"), "{e}");
     }
 
     #[test]

@@ -19,9 +19,34 @@ use crate::config::Config;
 
 pub use redis::aio::ConnectionManager as Redis;
 
+/// A client for `redis_url`: `rediss://` speaks TLS, trusting the
+/// system's certificate authorities or, when `redis_tls_ca_file` is set,
+/// those of that PEM file only (a private CA, a self-signed certificate);
+/// `username:password@` authenticates as an ACL user.
+pub fn client(config: &Config) -> Result<redis::Client, redis::RedisError> {
+    let url = config.redis_url.as_str();
+    match &config.redis_tls_ca_file {
+        None => redis::Client::open(url),
+        Some(path) => {
+            let root_cert = std::fs::read(path).map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "cannot read redis_tls_ca_file",
+                    format!("{path}: {e}"),
+                ))
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(url, certificates)
+        }
+    }
+}
+
 /// A lazily connecting, self-reconnecting, multiplexed connection.
 pub fn connect(config: &Config) -> Result<Redis, redis::RedisError> {
-    let client = redis::Client::open(config.redis_url.as_str())?;
+    let client = client(config)?;
     let settings = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(Duration::from_secs(2)))
