@@ -176,7 +176,9 @@ pub async fn run(args: Args, config: &dispatch_infra::Config) -> anyhow::Result<
 pub async fn measure(config: &dispatch_infra::Config, load: Load) -> anyhow::Result<Report> {
     let properties =
         ConnectionProperties::default().with_connection_name("dispatch bench-broker".into());
-    let connection = Connection::connect(&config.amqp_url, properties).await?;
+    // The first node: the baseline is one node's rate.
+    let url = config.amqp_urls().first().copied().unwrap_or_default();
+    let connection = Connection::connect(url, properties).await?;
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

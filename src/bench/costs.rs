@@ -74,7 +74,7 @@ impl Costs {
         let dev_dir = options.dev_services_dir.as_deref();
         let hints = Hints {
             redis_port: url_port(&config.redis_url),
-            amqp_port: url_port(&config.amqp_url),
+            amqp_port: url_port(config.amqp_urls().first().copied().unwrap_or_default()),
             environment: SHARED_SETTINGS
                 .iter()
                 .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))

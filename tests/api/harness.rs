@@ -120,10 +120,7 @@ impl TestApp {
         {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let connection =
-            Connection::connect(&self.config.amqp_url, ConnectionProperties::default())
-                .await
-                .expect("amqp");
+        let connection = connect_any(&self.config.amqp_urls()).await.expect("amqp");
         let channel = connection.create_channel().await.expect("channel");
         let topology = self.state.broker.topology();
         let queues = dispatch_model::Channel::ALL
@@ -145,11 +142,28 @@ impl TestApp {
     }
 }
 
+/// A connection to the first of `urls` that answers.
+async fn connect_any(urls: &[&str]) -> Result<Connection, lapin::Error> {
+    let mut failure = None;
+    for url in urls {
+        match Connection::connect(url, ConnectionProperties::default()).await {
+            Ok(connection) => return Ok(connection),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.expect("at least one URL"))
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         // Remove this test's queue so a long-lived broker does not fill up.
-        let url = self.config.amqp_url.clone();
+        let urls: Vec<String> = self
+            .config
+            .amqp_urls()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
         let queue = self.state.broker.topology().workflow_queue();
         let exchange = self.state.broker.topology().exchange.clone();
         std::thread::spawn(move || {
@@ -158,7 +172,8 @@ impl Drop for TestApp {
                 .build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
-                    if let Ok(c) = Connection::connect(&url, ConnectionProperties::default()).await
+                    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                    if let Ok(c) = connect_any(&urls).await
                         && let Ok(ch) = c.create_channel().await
                     {
                         let _ = ch

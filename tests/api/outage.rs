@@ -110,3 +110,43 @@ async fn no_redis_means_503_not_500() {
     .await;
     assert_problem(status, &body, 503);
 }
+
+#[tokio::test]
+async fn with_several_nodes_ingest_uses_one_that_answers_and_moves_when_it_goes() {
+    let mut config = test_config();
+    let real_url = config.amqp_url.clone();
+    let first = Proxy::start(upstream(&real_url)).await;
+    let second = Proxy::start(upstream(&real_url)).await;
+    let via = |proxy: &Proxy| {
+        let mut url = url::Url::parse(&real_url).expect("url");
+        url.set_port(Some(proxy.port)).expect("port");
+        url.to_string()
+    };
+    // The first node listed does not answer.
+    first.cut();
+    config.amqp_url = format!("{}, {}", via(&first), via(&second));
+    let app = TestApp::spawn_with(config).await;
+    wait_for_readyz(&app, 200).await;
+    let (status, body) = app.post_json("/v0.1/messages", &cases::sms()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(app.drain_queued().await.len(), 1);
+
+    // Its node goes away: ingest moves to the other, without a restart.
+    // (Until it notices, a request is still answered 202 once written, and
+    // its send is published by the outbox's recovery, which this harness
+    // does not run: only a send published through the other node counts.)
+    first.restore();
+    second.cut();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = app.post_json("/v0.1/messages", &cases::sms()).await;
+        if status == 202 && !app.drain_queued().await.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never moved to the node that answers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -32,6 +32,10 @@ use tracing::Instrument;
 use crate::config::{Config, QueueType};
 use crate::telemetry;
 
+/// How long connecting to one RabbitMQ node may take before the next is
+/// tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Names of the exchange and queues, derived from `amqp_prefix`.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -298,7 +302,10 @@ pub struct Broker {
 }
 
 struct Inner {
-    url: String,
+    /// The nodes to connect to, in order (`amqp_url`).
+    urls: Vec<String>,
+    /// The node to try first: the one after the node last lost.
+    first: std::sync::atomic::AtomicUsize,
     topology: Topology,
     exchange: ShortString,
     publish_timeout: Duration,
@@ -315,7 +322,8 @@ impl Broker {
         let topology = Topology::new(config);
         let broker = Broker {
             inner: Arc::new(Inner {
-                url: config.amqp_url.clone(),
+                urls: config.amqp_urls().into_iter().map(str::to_owned).collect(),
+                first: std::sync::atomic::AtomicUsize::new(0),
                 exchange: topology.exchange.as_str().into(),
                 topology,
                 publish_timeout: Duration::from_millis(config.publish_timeout_ms),
@@ -526,10 +534,51 @@ impl Broker {
         }
     }
 
+    /// Connects to the first node that answers, trying each once from
+    /// [`Inner::first`]; the next attempt after a loss starts at the node
+    /// after the lost one, so a process leaves a node that went away.
     async fn connect(&self) -> Result<(Connection, Channel), lapin::Error> {
+        use std::sync::atomic::Ordering;
+        let urls = &self.inner.urls;
+        let first = self.inner.first.load(Ordering::Relaxed);
+        let mut failure = None;
+        for i in (0..urls.len()).map(|k| (first + k) % urls.len()) {
+            match self.connect_to(&urls[i]).await {
+                Ok(connected) => {
+                    self.inner.first.store(i + 1, Ordering::Relaxed);
+                    if urls.len() > 1 {
+                        tracing::info!(
+                            node = i + 1,
+                            nodes = urls.len(),
+                            "connected to a RabbitMQ node"
+                        );
+                    }
+                    return Ok(connected);
+                }
+                Err(e) => {
+                    if urls.len() > 1 {
+                        tracing::warn!(node = i + 1, error = %e, "RabbitMQ node does not answer; trying the next");
+                    }
+                    failure = Some(e);
+                }
+            }
+        }
+        Err(failure.unwrap_or(lapin::Error::from(
+            lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
+        )))
+    }
+
+    async fn connect_to(&self, url: &str) -> Result<(Connection, Channel), lapin::Error> {
         let properties =
             ConnectionProperties::default().with_connection_name(self.inner.name.as_str().into());
-        let connection = Connection::connect(&self.inner.url, properties).await?;
+        let connection =
+            tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
+                .await
+                .map_err(|_| {
+                    lapin::Error::from(lapin::ErrorKind::IOError(std::sync::Arc::new(
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out"),
+                    )))
+                })??;
         let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

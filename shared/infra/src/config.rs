@@ -30,6 +30,10 @@ pub struct Config {
     /// messages) to reach ingest; defaults to `public_url`. Differs when
     /// providers reach ingest on an internal address (docker-compose).
     pub callback_url: Option<String>,
+    /// One RabbitMQ node's URL, or several nodes of a cluster: separated
+    /// by commas, or a list in the file. A process connects to the first
+    /// that answers and, when its node goes away, to the next.
+    #[serde(deserialize_with = "one_or_many_urls")]
     pub amqp_url: String,
     /// Name of the topic exchange, and prefix of every queue name, so that
     /// several deployments (or test runs) can share one broker.
@@ -460,7 +464,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, why: &str| Err(ConfigError(format!("{field}: {why}")));
-        check_url(&self.amqp_url, &["amqp", "amqps"]).or_else(|why| bad("amqp_url", &why))?;
+        if self.amqp_urls().is_empty() {
+            return bad("amqp_url", "names no RabbitMQ node");
+        }
+        for url in self.amqp_urls() {
+            check_url(url, &["amqp", "amqps"]).or_else(|why| bad("amqp_url", &why))?;
+        }
         check_url(&self.redis_url, &["redis", "rediss", "unix", "redis+unix"])
             .or_else(|why| bad("redis_url", &why))?;
         if let Some(path) = &self.redis_tls_ca_file {
@@ -660,6 +669,31 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The RabbitMQ nodes of `amqp_url`, in order.
+    pub fn amqp_urls(&self) -> Vec<&str> {
+        self.amqp_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+}
+
+/// `amqp_url` as one string (commas between nodes) or a list of them.
+fn one_or_many_urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(d)? {
+        Urls::One(url) => url,
+        Urls::Many(urls) => urls.join(","),
+    })
+}
+
 fn check_url(value: &str, schemes: &[&str]) -> Result<(), String> {
     match url::Url::parse(value) {
         Ok(u) if schemes.contains(&u.scheme()) => Ok(()),
@@ -728,6 +762,18 @@ mod tests {
             assert_eq!(c.redis_prefix, "from-file");
             Ok(())
         });
+    }
+
+    #[test]
+    fn several_rabbitmq_nodes_as_a_list_or_with_commas() {
+        let c = with("amqp_url", r#"["amqp://a:5672/%2f", "amqp://b:5672/%2f"]"#).expect("list");
+        assert_eq!(c.amqp_urls(), ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]);
+        let c = with("amqp_url", r#""amqp://a:5672/%2f, amqps://b:5671/%2f""#).expect("commas");
+        assert_eq!(c.amqp_urls(), ["amqp://a:5672/%2f", "amqps://b:5671/%2f"]);
+        let e = with("amqp_url", r#""amqp://a:5672/%2f,http://b/""#).expect_err("one bad node");
+        assert!(e.to_string().contains("amqp_url"), "{e}");
+        let e = with("amqp_url", "[]").expect_err("no node");
+        assert!(e.to_string().contains("no RabbitMQ node"), "{e}");
     }
 
     #[test]
