@@ -331,7 +331,7 @@ async fn all(config: Config, c: Connections, shutdown: CancellationToken) -> any
 
 async fn number(config: &Config, command: NumberCommand) -> anyhow::Result<()> {
     let redis = dispatch_infra::redis::connect(config)?;
-    let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
+    let keys = dispatch_infra::redis::Keys::for_config(config);
     let (channel, number, owner) = match command {
         NumberCommand::Assign {
             channel,
@@ -359,7 +359,7 @@ async fn number(config: &Config, command: NumberCommand) -> anyhow::Result<()> {
 
 async fn provider(config: &Config, command: ProviderCommand) -> anyhow::Result<()> {
     let redis = dispatch_infra::redis::connect(config)?;
-    let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
+    let keys = dispatch_infra::redis::Keys::for_config(config);
     let key = dispatch_infra::crypto::CredentialsKey::parse(&config.credentials_key)
         .map_err(|e| anyhow::anyhow!("credentials_key: {e}"))?;
     let store = dispatch_infra::providers::ProviderStore::new(redis, keys, key);
@@ -482,7 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => None,
             };
             let mut redis = dispatch_infra::redis::connect(&config)?;
-            let keys = dispatch_infra::redis::Keys::new(&config.redis_prefix);
+            let keys = dispatch_infra::redis::Keys::for_config(&config);
             let found =
                 dispatch_ingest::accounts::set_rate(&mut redis, &keys, &account, rate).await?;
             anyhow::ensure!(found, "no account {account}");

@@ -79,7 +79,7 @@ async fn an_open_circuit_costs_the_same_per_period_whatever_waits() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let connections = dispatch_infra::Connections::open(&config, "circuit-test").expect("open");
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(&config);
     let mut redis = connections.redis.clone();
     let app_id = uuid::Uuid::new_v4();
     let application = json!({

@@ -437,7 +437,7 @@ async fn an_account_can_route_a_channel_to_its_own_provider() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
+    let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
     redis::cmd("HSET")
         .arg(keys.providers(&sys.api_key))
         .arg("sms")
@@ -605,7 +605,7 @@ async fn abandoned_work_never_runs_and_work_under_way_cannot_be_abandoned() {
 
     let sys = System::start().await;
     let redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
-    let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
+    let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
     let store = WorkflowStore::new(redis, keys, 60);
     let store_redis = |sys: &System| dispatch_infra::redis::connect(&sys.config).expect("redis");
 
@@ -644,8 +644,8 @@ async fn abandoned_work_never_runs_and_work_under_way_cannot_be_abandoned() {
     assert!(store.load(&id.to_string()).await.expect("load").is_none());
 
     // Written by ingest, but the answer was lost and nothing moved it on:
-    // abandoning removes the record, its deadline and its outbox's
-    // recovery, so nothing is ever sent.
+    // abandoning removes the record, so that its deadline and its outbox's
+    // recovery find nothing when they fire, and nothing is ever sent.
     let engine = dispatch_flow::Engine::new(&sys.config, store_redis(&sys), broker.clone());
     let lost = uuid::Uuid::new_v4();
     let to = "447700150200";
@@ -660,14 +660,10 @@ async fn abandoned_work_never_runs_and_work_under_way_cannot_be_abandoned() {
             message: serde_json::from_value(sms(to)).expect("message"),
         }],
     };
-    let deadline = dispatch_flow::machine::deadline_id(written.steps[0].message_uuid);
     let outbox = engine.start(written, &[]).await.expect("written");
     drop(outbox); // as if ingest died before publishing
     assert_eq!(
-        store
-            .abandon(&lost.to_string(), Some(&deadline))
-            .await
-            .expect("abandon"),
+        store.abandon(&lost.to_string()).await.expect("abandon"),
         Fate::Abandoned
     );
     assert!(store.load(&lost.to_string()).await.expect("load").is_none());
@@ -687,10 +683,7 @@ async fn abandoned_work_never_runs_and_work_under_way_cannot_be_abandoned() {
     .await
     .expect("running");
     assert_eq!(
-        store
-            .abandon(&running.to_string(), None)
-            .await
-            .expect("abandon"),
+        store.abandon(&running.to_string()).await.expect("abandon"),
         Fate::Claimed
     );
     assert!(

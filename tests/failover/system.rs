@@ -228,7 +228,7 @@ impl System {
     /// Another account: its api key and secret.
     pub async fn account(&self) -> (String, String) {
         let redis = dispatch_infra::redis::connect(&self.config).expect("redis");
-        let keys = dispatch_infra::redis::Keys::new(&self.config.redis_prefix);
+        let keys = dispatch_infra::redis::Keys::for_config(&self.config);
         let created = dispatch_ingest::accounts::create(&mut redis.clone(), &keys, 0)
             .await
             .expect("account");
@@ -239,7 +239,7 @@ impl System {
     /// account, for inbound messages through shared providers.
     pub async fn assign_number(&self, channel: &str, number: &str, application: &str) {
         let redis = dispatch_infra::redis::connect(&self.config).expect("redis");
-        let keys = dispatch_infra::redis::Keys::new(&self.config.redis_prefix);
+        let keys = dispatch_infra::redis::Keys::for_config(&self.config);
         let owner = dispatch_infra::providers::Owner {
             account: self.api_key.clone(),
             application_id: Some(application.parse().expect("uuid")),

@@ -68,7 +68,7 @@ async fn what_the_old_topology_left_queued_still_ends() {
     let broker = Broker::start(&sys.config, "old-services", shutdown.clone());
     assert!(broker.wait_ready(Duration::from_secs(10)).await);
     let mut redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
-    let keys = Keys::new(&sys.config.redis_prefix);
+    let keys = Keys::for_config(&sys.config);
     let mut ids = Vec::new();
 
     // Accepted by the old ingest, queued, no record (its write lagged).
@@ -103,7 +103,8 @@ async fn what_the_old_topology_left_queued_still_ends() {
     });
     Scheduler::new(redis.clone(), keys.clone())
         .schedule(
-            &dispatch_flow::machine::deadline_id(expired.steps[0].message_uuid),
+            // The id deadlines had before it named their due time.
+            &format!("deadline:{}", expired.steps[0].message_uuid),
             due_ms,
             WORKFLOW_DEADLINE,
             &fired.id(),

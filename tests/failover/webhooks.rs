@@ -269,7 +269,7 @@ async fn a_failing_receiver_gets_the_same_webhook_until_it_takes_it() {
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
+    let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
     let attempts: Vec<String> = redis::cmd("LRANGE")
         .arg(keys.webhook_attempts(&ids[0]))
         .arg(0)
@@ -772,7 +772,7 @@ async fn a_users_answer_through_a_shared_provider_reaches_only_the_numbers_owner
     );
     // Nobody's window was opened by the answer to the unowned number.
     let mut redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
-    let keys = dispatch_infra::redis::Keys::new(&sys.config.redis_prefix);
+    let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
     let tenant = dispatch_infra::providers::account_tenant(&other.0);
     let opened: bool =
         redis::AsyncCommands::exists(&mut redis, keys.window(&tenant, "sms", unowned, user))

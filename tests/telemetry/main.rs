@@ -176,7 +176,7 @@ async fn one_failover_dispatch_is_one_trace_and_shows_in_the_metrics() {
     // under this run's prefix).
     let store = dispatch_infra::store::WorkflowStore::new(
         dispatch_infra::redis::connect(&sys.config).expect("redis"),
-        dispatch_infra::redis::Keys::new(&sys.config.redis_prefix),
+        dispatch_infra::redis::Keys::for_config(&sys.config),
         60,
     );
     assert_eq!(store.in_flight().await.expect("in flight"), 0);

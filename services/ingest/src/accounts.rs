@@ -86,7 +86,7 @@ pub async fn create_in(config: &dispatch_infra::Config) -> anyhow::Result<Creden
     use anyhow::Context as _;
     let mut conn = dispatch_infra::redis::connect(config)
         .with_context(|| format!("redis_url {}", config.redis_url))?;
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(config);
     create(&mut conn, &keys, dispatch_model::record::now_ms())
         .await
         .with_context(|| format!("creating the account in Redis at {}", config.redis_url))

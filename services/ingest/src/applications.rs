@@ -224,9 +224,11 @@ pub(crate) async fn load_owned(
 async fn store(state: &AppState, app: &ApplicationRecord, index: bool) -> ApiResult<()> {
     let mut conn = state.redis();
     let json = serde_json::to_string(app).map_err(|e| ApiError::Internal(e.into()))?;
+    // The record, then the account's index of it (another slot of a
+    // cluster): a crash in between leaves an application reachable by id
+    // but not listed, never a listed one that is not there.
     let mut pipe = redis::pipe();
-    pipe.atomic()
-        .set(state.keys.application(&app.id.to_string()), json)
+    pipe.set(state.keys.application(&app.id.to_string()), json)
         .ignore();
     if index {
         pipe.zadd(
@@ -348,8 +350,9 @@ pub async fn delete(
     let principal = auth::basic(&state, &headers).await.map_err(as_app_error)?;
     let app = load_owned(&state, &principal.account, &id).await?;
     let mut conn = state.redis();
+    // The record first: it stops working at once; the listing skips an
+    // id whose record is gone.
     redis::pipe()
-        .atomic()
         .del(state.keys.application(&app.id.to_string()))
         .ignore()
         .zrem(

@@ -155,7 +155,7 @@ pub async fn spawn_with(
         ))?),
         providers_store: dispatch_infra::providers::ProviderStore::new(
             redis.clone(),
-            Keys::new(&config.redis_prefix),
+            Keys::for_config(&config),
             credentials_key,
         ),
         secrets: Arc::new(accounts::SecretCache::new(Duration::from_secs(5))),
@@ -165,13 +165,13 @@ pub async fn spawn_with(
         })),
         receipts: dispatch_infra::receipts::Receipts::new(
             redis.clone(),
-            Keys::new(&config.redis_prefix),
+            Keys::for_config(&config),
             config.record_ttl_secs,
         ),
         engine: dispatch_flow::Engine::new(&config, redis.clone(), broker.clone()),
         carry_outs: Arc::new(tokio::sync::Semaphore::new(state::CARRY_OUTS_IN_FLIGHT)),
         base_url: config.public_base().into(),
-        keys: Keys::new(&config.redis_prefix),
+        keys: Keys::for_config(&config),
         limits: Limits {
             max_workflow_steps: config.max_workflow_steps,
         },

@@ -94,7 +94,7 @@ pub async fn run_bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
 
     // The account and application, straight into Redis.
     let connections = Connections::open(&config, "bench")?;
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(&config);
     let app_id = uuid::Uuid::new_v4();
     let application = ApplicationRecord {
         id: app_id,

@@ -126,7 +126,7 @@ pub async fn run_with(
     if config.allow_private_webhooks {
         tracing::warn!("allow_private_webhooks is on: webhooks may target internal addresses");
     }
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(&config);
     let mut http = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(config.webhook_connect_timeout_ms))
         .timeout(Duration::from_millis(config.webhook_timeout_ms))

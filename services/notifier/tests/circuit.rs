@@ -25,7 +25,7 @@ async fn a_failed_probe_opens_the_circuit_for_twice_as_long_up_to_the_maximum() 
     let mut config = Config::load(None).expect("DISPATCH_* configuration");
     config.redis_prefix = format!("circuit-{}", uuid::Uuid::new_v4().simple());
     let mut redis = dispatch_infra::redis::connect(&config).expect("redis");
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(&config);
     let circuits = Circuits::new(redis.clone(), keys.clone(), LEASE_MS, 600);
     let id = "endpoint";
 

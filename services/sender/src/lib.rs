@@ -99,7 +99,7 @@ pub async fn run_with(
     }
     let redis = connections.redis.clone();
     let broker = connections.broker.clone();
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(&config);
     let sender = Arc::new(Sender {
         engine: dispatch_flow::Engine::new(&config, redis.clone(), broker.clone()),
         receipts: Receipts::new(redis.clone(), keys.clone(), config.record_ttl_secs),
@@ -312,9 +312,11 @@ impl Sender {
                 provider_message_id,
             } => {
                 tracing::info!(%provider_message_id, "already sent; reporting it again");
+                // Mapped again: the sender that recorded the send may have
+                // died before it mapped the provider's id.
                 let parked = self
                     .receipts
-                    .parked(&provider, &provider_message_id)
+                    .map(&provider, &provider_message_id, target)
                     .await?;
                 self.report_submitted(target, provider_message_id.clone(), command)
                     .await?;

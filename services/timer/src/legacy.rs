@@ -25,7 +25,7 @@ pub async fn consume_old_queue(
     engine: Engine,
     shutdown: CancellationToken,
 ) {
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(&config);
     let options = ConsumeOptions::new(broker.topology().workflow_queue(), config.workflow_prefetch)
         .with_grace(config.shutdown_grace());
     consume(broker, options, shutdown, move |incoming| {

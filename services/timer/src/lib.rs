@@ -130,7 +130,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     let redis = connections.redis.clone();
     let broker = connections.broker.clone();
-    let keys = Keys::new(&config.redis_prefix);
+    let keys = Keys::for_config(&config);
     if config.timer_lease_ms <= config.publish_timeout_ms {
         tracing::warn!(
             timer_lease_ms = config.timer_lease_ms,

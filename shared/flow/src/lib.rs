@@ -7,12 +7,14 @@
 //! write the new record with compare-and-set (retrying on a lost race
 //! against another writer), then carry out the outbox.
 //!
-//! **What is written together.** One Lua script (`WorkflowStore::write`)
-//! stores the new state, carries out what the transition asks of Redis
-//! (deadlines to schedule or cancel, lookup indexes), stores what it asks
-//! of RabbitMQ in the record's outbox (send commands, and the
-//! transition's webhooks as one job), and arms the outbox's recovery: a
-//! timer entry due `outbox_recovery_ms` later.
+//! **What is written together.** A Lua script (`WorkflowStore::write`)
+//! stores the new state with the compare-and-set, and stores what the
+//! transition asks of RabbitMQ in the record's outbox (send commands, and
+//! the transition's webhooks as one job). Written before it, in the same
+//! pipeline: what it asks of Redis (deadlines to schedule, lookup
+//! indexes) and the outbox's recovery, a timer entry due
+//! `outbox_recovery_ms` later; after it, once written, the deadlines to
+//! cancel. A crash in between leaves only stray entries that do nothing.
 //!
 //! **Outbox.** The writer then publishes its transition's entries with
 //! confirms and marks them done; once none is left undone, the recovery is
@@ -113,6 +115,9 @@ impl Applied {
 pub struct Outbox {
     id: String,
     pending: Vec<Pending>,
+    /// When the recovery this transition armed is due, so that marking
+    /// the outbox done disarms that one and no later one.
+    recovery_due_ms: Option<i64>,
 }
 
 impl Outbox {
@@ -135,9 +140,10 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: &Config, redis: Redis, broker: Broker) -> Self {
-        let keys = Keys::new(&config.redis_prefix);
+        let keys = Keys::for_config(config);
         Self {
-            store: WorkflowStore::new(redis.clone(), keys.clone(), config.record_ttl_secs),
+            store: WorkflowStore::new(redis.clone(), keys.clone(), config.record_ttl_secs)
+                .waking_within(config.timer_max_idle_ms),
             scheduler: Scheduler::new(redis, keys),
             broker,
             expiry_unit_ms: config.expiry_time_unit_ms,
@@ -201,6 +207,8 @@ impl Engine {
         let outbox = Outbox {
             id: id.to_owned(),
             pending: current.record.outbox,
+            // The timer acks the entry it fired.
+            recovery_due_ms: None,
         };
         if outbox.is_empty() {
             // Done, and the mark raced with the timer's claim: the
@@ -239,7 +247,11 @@ impl Engine {
             return false;
         }
         let seqs: Vec<u64> = outbox.pending.iter().map(|p| p.seq).collect();
-        if let Err(e) = self.store.mark_done(&outbox.id, &seqs).await {
+        if let Err(e) = self
+            .store
+            .mark_done(&outbox.id, &seqs, outbox.recovery_due_ms)
+            .await
+        {
             tracing::warn!(error = %e, workflow_id = %outbox.id,
                 "outbox carried out but not marked done; its recovery repeats it");
             return false;
@@ -334,6 +346,7 @@ impl Engine {
                 return Ok(Applied::Unchanged(Outbox {
                     id: key,
                     pending: if armed { Vec::new() } else { record.outbox },
+                    recovery_due_ms: None,
                 }));
             };
             // This transition's own entries; older ones left undone belong
@@ -345,6 +358,7 @@ impl Engine {
                 .current_step
                 .filter(|_| !next.is_finished())
                 .map(|i| next.steps[i].message_uuid);
+            let recovery_due_ms = ctx.now_ms + i64::try_from(self.recovery_ms).unwrap_or(i64::MAX);
             let write = Write {
                 id: &key,
                 expected: version,
@@ -354,7 +368,7 @@ impl Engine {
                 schedule: ops.schedule,
                 cancel: ops.cancel,
                 indexes: if creating { indexes } else { &[] },
-                recovery_due_ms: ctx.now_ms + i64::try_from(self.recovery_ms).unwrap_or(i64::MAX),
+                recovery_due_ms,
                 own_from,
             };
             if self.store.write(&write).await? {
@@ -362,7 +376,11 @@ impl Engine {
                 change.count(&next, event);
                 let mut pending = next.outbox;
                 pending.retain(|p| p.seq >= own_from);
-                return Ok(Applied::Changed(Outbox { id: key, pending }));
+                return Ok(Applied::Changed(Outbox {
+                    id: key,
+                    pending,
+                    recovery_due_ms: Some(recovery_due_ms),
+                }));
             }
             count_event(event, "conflict");
         }

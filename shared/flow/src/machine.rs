@@ -54,9 +54,13 @@ pub enum Event<'a> {
     Deadline(&'a DeadlineFired),
 }
 
-/// The timer entry id of a step's deadline.
-pub fn deadline_id(message_uuid: Uuid) -> String {
-    format!("deadline:{message_uuid}")
+/// The timer entry id of a step's deadline due at `due_ms`. The due time
+/// is part of it: timer entries are written before the record's
+/// compare-and-set (docs/architecture.md, "One slot per script"), so a
+/// writer that lost the race may still write its entry; under its own id
+/// it cannot replace the winner's, and fires as a stale deadline.
+pub fn deadline_id(message_uuid: Uuid, due_ms: i64) -> String {
+    format!("deadline:{message_uuid}:{due_ms}")
 }
 
 /// The new record and its effects, or `None` when `event` changes nothing
@@ -215,7 +219,7 @@ fn start_step(rec: &mut WorkflowRecord, i: usize, ctx: &Context, effects: &mut V
             .saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX));
         step.deadline_ms = Some(due_ms);
         effects.push(Effect::Schedule {
-            id: deadline_id(step.message_uuid),
+            id: deadline_id(step.message_uuid, due_ms),
             due_ms,
             envelope: Envelope::Deadline(DeadlineFired {
                 workflow_id: w.workflow_id,
@@ -227,9 +231,9 @@ fn start_step(rec: &mut WorkflowRecord, i: usize, ctx: &Context, effects: &mut V
 }
 
 fn cancel_deadline(rec: &WorkflowRecord, i: usize, effects: &mut Vec<Effect>) {
-    if rec.steps[i].deadline_ms.is_some() {
+    if let Some(due_ms) = rec.steps[i].deadline_ms {
         effects.push(Effect::Cancel {
-            id: deadline_id(rec.steps[i].message_uuid),
+            id: deadline_id(rec.steps[i].message_uuid, due_ms),
         });
     }
 }

@@ -70,6 +70,9 @@ pub struct Config {
     /// to trust instead of the system's (a private CA, or the server's
     /// self-signed certificate).
     pub redis_tls_ca_file: Option<String>,
+    /// Talk to a Redis Cluster: `redis_url` is then one of its nodes, and
+    /// keys carry hash tags so that what one script touches shares a slot.
+    pub redis_cluster: bool,
     /// Prefix of every Redis key.
     pub redis_prefix: String,
     /// Largest accepted request body; larger ones get 413.
@@ -376,6 +379,7 @@ impl Default for Config {
             publish_timeout_ms: 5_000,
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_tls_ca_file: None,
+            redis_cluster: false,
             redis_prefix: "dispatch".into(),
             max_body_bytes: 256 * 1024,
             max_workflow_steps: 10,
@@ -431,7 +435,7 @@ impl Default for Config {
 /// A configuration that cannot be used, naming the field at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 impl Config {
     /// Defaults, then `file` if given, then the `DISPATCH_*` environment.

@@ -210,13 +210,17 @@ impl ProviderStore {
             channel,
         };
         let mut conn = self.redis.clone();
+        // Two slots of a cluster: the route first, so that a crash in
+        // between leaves a route to a setting not stored, whose callbacks
+        // find no credentials to be verified with.
         redis::pipe()
-            .atomic()
-            .hset(self.keys.providers(&scope), channel.as_str(), sealed)
             .set(
                 self.keys.provider_route(&settings.route),
                 serde_json::to_string(&target).unwrap_or_default(),
             )
+            .ignore()
+            .hset(self.keys.providers(&scope), channel.as_str(), sealed)
+            .ignore()
             .exec_async(&mut conn)
             .await?;
         Ok(settings)
@@ -229,10 +233,12 @@ impl ProviderStore {
             return Ok(false);
         };
         let mut conn = self.redis.clone();
+        // The setting first (the same order as `put` leaves it in).
         redis::pipe()
-            .atomic()
             .hdel(self.keys.providers(&scope), channel.as_str())
+            .ignore()
             .del(self.keys.provider_route(&old.route))
+            .ignore()
             .exec_async(&mut conn)
             .await?;
         Ok(true)

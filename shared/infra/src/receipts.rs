@@ -5,9 +5,10 @@
 //! after; a receipt can still arrive first (a fast provider, a slow
 //! sender). Ingest therefore either resolves a receipt or parks it under
 //! the provider id, and the sender, when it records the id, takes whatever
-//! was parked. Both sides are single Lua scripts on the same keys, so a
-//! receipt is either resolved by ingest or handed to the sender: never
-//! both, never neither.
+//! was parked. Both sides are single Lua scripts on the same two keys
+//! (which share a hash tag, so one slot of a cluster), so a receipt is
+//! either resolved by ingest or handed to the sender: never both, never
+//! neither.
 
 use std::sync::LazyLock;
 
@@ -65,16 +66,19 @@ impl MessageRef {
     }
 }
 
-/// `KEYS` mapping, parked list, mapping as written before receipts were
-/// scoped by record; `ARGV` receipt JSON, TTL. Returns the mapping, or nil
-/// after parking the receipt.
+/// `KEYS` mapping, parked list, and on a standalone Redis the mapping as
+/// written before receipts were scoped by record (on a cluster, another
+/// slot; clusters came later); `ARGV` receipt JSON, TTL. Returns the
+/// mapping, or nil after parking the receipt.
 static RESOLVE_OR_PARK: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local target = redis.call('GET', KEYS[1])
 if target then return target end
-target = redis.call('GET', KEYS[3])
-if target then return target end
+if KEYS[3] then
+  target = redis.call('GET', KEYS[3])
+  if target then return target end
+end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return false
@@ -82,16 +86,13 @@ return false
     )
 });
 
-/// `KEYS` mapping, parked list, sent record, and optionally a
-/// conversation; `ARGV` mapping value, sent record JSON, TTL, conversation
-/// value. Records both and returns the parked receipts, which
-/// stay parked until [`Receipts::unpark`] (after they are published).
-static RECORD_SENT: LazyLock<redis::Script> = LazyLock::new(|| {
+/// `KEYS` mapping, parked list; `ARGV` mapping value, TTL. Records the
+/// mapping and returns the parked receipts, which stay parked until
+/// [`Receipts::unpark`] (after they are published).
+static MAP: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[4], 'EX', ARGV[3]) end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return redis.call('LRANGE', KEYS[2], 0, -1)
 ",
     )
@@ -146,10 +147,12 @@ impl Receipts {
         let json = serde_json::to_string(receipt).unwrap_or_default();
         let mut conn = self.redis.clone();
         let id = &receipt.provider_message_id;
-        let target: Option<String> = RESOLVE_OR_PARK
-            .key(self.keys.provider_message(scope, id))
-            .key(self.keys.parked_receipts(scope, id))
-            .key(self.keys.provider_message(kind, id))
+        let mut invocation = RESOLVE_OR_PARK.key(self.keys.provider_message(scope, id));
+        invocation.key(self.keys.parked_receipts(scope, id));
+        if !self.keys.is_cluster() {
+            invocation.key(self.keys.provider_message(kind, id));
+        }
+        let target: Option<String> = invocation
             .arg(json)
             .arg(self.ttl_secs)
             .invoke_async(&mut conn)
@@ -159,7 +162,10 @@ impl Receipts {
 
     /// Records that the provider record `scope` accepted `target` as
     /// `provider_id`, and returns the receipts that arrived before this
-    /// (still parked).
+    /// (still parked). The send record is written first: a sender that
+    /// dies before the mapping leaves a redelivered command that finds the
+    /// send recorded, does not send again, and maps it
+    /// ([`Receipts::map`]).
     pub async fn record_sent(
         &self,
         scope: &str,
@@ -171,18 +177,41 @@ impl Receipts {
             provider: scope.to_owned(),
             provider_message_id: provider_id.to_owned(),
         };
-        let mut conn = self.redis.clone();
-        let mut invocation = RECORD_SENT.key(self.keys.provider_message(scope, provider_id));
-        invocation
-            .key(self.keys.parked_receipts(scope, provider_id))
-            .key(self.keys.sent(&target.message_uuid.to_string()))
-            .arg(target.encode())
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.keys.sent(&target.message_uuid.to_string()))
             .arg(serde_json::to_string(&sent).unwrap_or_default())
-            .arg(self.ttl_secs);
+            .arg("EX")
+            .arg(self.ttl_secs)
+            .ignore();
         if let Some((key, value)) = conversation {
-            invocation.key(key).arg(value);
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(self.ttl_secs)
+                .ignore();
         }
-        let parked: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        pipe.exec_async(&mut self.redis.clone()).await?;
+        self.map(scope, provider_id, target).await
+    }
+
+    /// Maps `provider_id` of the record `scope` to `target`, so that later
+    /// receipts resolve, and returns those that came before (still
+    /// parked). Idempotent: a redelivered send maps it again.
+    pub async fn map(
+        &self,
+        scope: &str,
+        provider_id: &str,
+        target: MessageRef,
+    ) -> Result<Parked, redis::RedisError> {
+        let parked: Vec<String> = MAP
+            .key(self.keys.provider_message(scope, provider_id))
+            .key(self.keys.parked_receipts(scope, provider_id))
+            .arg(target.encode())
+            .arg(self.ttl_secs)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
         Ok(decode(&parked))
     }
 
@@ -205,18 +234,17 @@ impl Receipts {
             .await
     }
 
-    /// The receipts parked under a provider id.
+    /// The receipts parked under a provider id (read only).
     pub async fn parked(
         &self,
-        provider: &str,
+        scope: &str,
         provider_id: &str,
     ) -> Result<Parked, redis::RedisError> {
-        let mut conn = self.redis.clone();
         let parked: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.keys.parked_receipts(provider, provider_id))
+            .arg(self.keys.parked_receipts(scope, provider_id))
             .arg(0)
             .arg(-1)
-            .query_async(&mut conn)
+            .query_async(&mut self.redis.clone())
             .await?;
         Ok(decode(&parked))
     }

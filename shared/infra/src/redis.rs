@@ -1,11 +1,20 @@
 //! Redis: one shared connection per process, and the key layout.
 //!
-//! The connection is a `ConnectionManager`: multiplexed, so concurrent
-//! requests pipeline their commands over one socket instead of each taking
-//! a pooled connection (measured: fewer syscalls and wake-ups per request,
-//! see docs/benchmarks.md), and reconnecting by itself after an outage.
-//! It connects lazily: a missing Redis makes `/readyz` red and commands
-//! fail, it never stops start-up.
+//! The connection is multiplexed, so concurrent requests pipeline their
+//! commands over one socket instead of each taking a pooled connection
+//! (measured: fewer syscalls and wake-ups per request, see
+//! docs/benchmarks.md), and reconnects by itself after an outage. It
+//! connects lazily: a missing Redis makes `/readyz` red and commands fail,
+//! it never stops start-up.
+//!
+//! With `redis_cluster` it is the redis crate's cluster connection
+//! instead: `redis_url` is one seed node, the others are discovered, and
+//! each command goes to the master of its key's slot. Everything else is
+//! the same code: [`Redis`] is one type for both. A script or a
+//! transaction must keep to one slot (the key layout's hash tags see to
+//! that); a plain pipeline may not, so on a cluster [`Redis`] sends each
+//! run of consecutive commands for one slot as a pipeline of its own, in
+//! order.
 //!
 //! Every key starts with `redis_prefix`, so that deployments and test runs
 //! can share one Redis. The layout is written down here once; services
@@ -13,11 +22,141 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::config::Config;
 
-pub use redis::aio::ConnectionManager as Redis;
+/// A connection to Redis, standalone or a cluster. Cheap to clone: clones
+/// share the connection.
+#[derive(Clone)]
+pub enum Redis {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Redis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Redis::Standalone(c) => c.req_packed_command(cmd),
+            Redis::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Redis::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            Redis::Cluster(c) => {
+                let runs = slot_runs(pipeline);
+                if pipeline.is_transaction() || runs.len() <= 1 {
+                    return c.req_packed_commands(pipeline, offset, count);
+                }
+                Box::pin(async move {
+                    let mut values = Vec::with_capacity(pipeline.len());
+                    for run in runs {
+                        let mut part = redis::pipe();
+                        for cmd in run {
+                            part.add_command(cmd.clone());
+                        }
+                        let answered = c.req_packed_commands(&part, 0, part.len()).await?;
+                        // A run that failed ends the pipeline: what follows
+                        // may count on it (a record written only after what
+                        // must not be missing from it).
+                        if let Some(Value::ServerError(e)) =
+                            answered.iter().find(|v| matches!(v, Value::ServerError(_)))
+                        {
+                            return Err(e.clone().into());
+                        }
+                        values.extend(answered);
+                    }
+                    Ok(values)
+                })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Redis::Standalone(c) => c.get_db(),
+            Redis::Cluster(_) => 0,
+        }
+    }
+}
+
+/// The first key a command names (`None`: it names none, or names them
+/// elsewhere than after its name, as no command of ours does but EVAL).
+fn first_key(cmd: &Cmd) -> Option<&[u8]> {
+    let mut args = cmd.args_iter().map(|a| match a {
+        redis::Arg::Simple(bytes) => bytes,
+        _ => &b""[..],
+    });
+    let name = args.next()?;
+    if name.eq_ignore_ascii_case(b"EVAL") || name.eq_ignore_ascii_case(b"EVALSHA") {
+        let _script = args.next()?;
+        let keys = std::str::from_utf8(args.next()?).ok()?;
+        return (keys.parse::<u32>().ok()? > 0)
+            .then(|| args.next())
+            .flatten();
+    }
+    const KEYLESS: [&[u8]; 8] = [
+        b"PING", b"TIME", b"INFO", b"SCRIPT", b"PUBLISH", b"CLUSTER", b"WAIT", b"ACL",
+    ];
+    if KEYLESS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+        return None;
+    }
+    args.next()
+}
+
+/// A pipeline's commands cut into runs of consecutive commands for one
+/// slot (a command naming no key joins the run it is in).
+fn slot_runs(pipeline: &Pipeline) -> Vec<Vec<&Cmd>> {
+    let mut runs: Vec<(Option<u16>, Vec<&Cmd>)> = Vec::new();
+    for cmd in pipeline.cmd_iter() {
+        let slot = first_key(cmd).map(slot_of);
+        match runs.last_mut() {
+            Some((run_slot, cmds)) if slot.is_none() || *run_slot == slot || run_slot.is_none() => {
+                if run_slot.is_none() {
+                    *run_slot = slot;
+                }
+                cmds.push(cmd);
+            }
+            _ => runs.push((slot, vec![cmd])),
+        }
+    }
+    runs.into_iter().map(|(_, cmds)| cmds).collect()
+}
+
+/// A key's cluster slot: CRC16 of its hash tag (the part between the first
+/// `{` and the next `}`, when not empty), else of the whole key.
+pub fn slot_of(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16_xmodem(tagged.unwrap_or(key)) % 16384
+}
+
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
 
 /// A client for `redis_url`: `rediss://` speaks TLS, trusting the
 /// system's certificate authorities or, when `redis_tls_ca_file` is set,
@@ -25,34 +164,97 @@ pub use redis::aio::ConnectionManager as Redis;
 /// `username:password@` authenticates as an ACL user.
 pub fn client(config: &Config) -> Result<redis::Client, redis::RedisError> {
     let url = config.redis_url.as_str();
-    match &config.redis_tls_ca_file {
+    match tls_certificates(config)? {
         None => redis::Client::open(url),
-        Some(path) => {
-            let root_cert = std::fs::read(path).map_err(|e| {
-                redis::RedisError::from((
-                    redis::ErrorKind::InvalidClientConfig,
-                    "cannot read redis_tls_ca_file",
-                    format!("{path}: {e}"),
-                ))
-            })?;
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root_cert),
-            };
-            redis::Client::build_with_tls(url, certificates)
-        }
+        Some(certificates) => redis::Client::build_with_tls(url, certificates),
     }
 }
 
-/// A lazily connecting, self-reconnecting, multiplexed connection.
+fn tls_certificates(config: &Config) -> Result<Option<redis::TlsCertificates>, redis::RedisError> {
+    let Some(path) = &config.redis_tls_ca_file else {
+        return Ok(None);
+    };
+    let root_cert = std::fs::read(path).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "cannot read redis_tls_ca_file",
+            format!("{path}: {e}"),
+        ))
+    })?;
+    Ok(Some(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    }))
+}
+
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A lazily connecting, self-reconnecting, multiplexed connection: to the
+/// cluster `redis_url` is a node of with `redis_cluster`, else to it.
 pub fn connect(config: &Config) -> Result<Redis, redis::RedisError> {
-    let client = client(config)?;
+    if config.redis_cluster {
+        let mut builder = redis::cluster::ClusterClientBuilder::new([config.redis_url.as_str()])
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(3);
+        if let Some(certificates) = tls_certificates(config)? {
+            builder = builder.certs(certificates);
+        }
+        let settings = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(CONNECTION_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        let connection = builder
+            .build()?
+            .get_pending_async_connection_with_config(settings);
+        return Ok(Redis::Cluster(connection));
+    }
     let settings = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(1));
-    ConnectionManager::new_lazy_with_config(client, settings)
+    ConnectionManager::new_lazy_with_config(client(config)?, settings).map(Redis::Standalone)
+}
+
+/// Whether the Redis at `redis_url` is a cluster node, when it answers
+/// within `wait`: start-up refuses a `redis_cluster` setting that does
+/// not match it (commands would fail one by one, later, with `MOVED` or
+/// "cluster support disabled").
+pub async fn check_mode(config: &Config, wait: Duration) -> Result<(), crate::config::ConfigError> {
+    let probe = async {
+        let mut conn = client(config)
+            .ok()?
+            .get_multiplexed_async_connection()
+            .await
+            .ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        Some(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
+    };
+    let clustered = match tokio::time::timeout(wait, probe).await {
+        Ok(Some(clustered)) => clustered,
+        // Not reachable now: the connection keeps trying, and the mode is
+        // found out then.
+        _ => return Ok(()),
+    };
+    match (config.redis_cluster, clustered) {
+        (true, false) => Err(crate::config::ConfigError(
+            "redis_cluster is true, but the Redis at redis_url is not a cluster node \
+             (cluster_enabled:0): set DISPATCH_REDIS_CLUSTER=false, or point redis_url at a \
+             node of the cluster"
+                .into(),
+        )),
+        (false, true) => Err(crate::config::ConfigError(
+            "the Redis at redis_url is a Redis Cluster node (cluster_enabled:1), but \
+             redis_cluster is false: set DISPATCH_REDIS_CLUSTER=true"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Whether Redis answers a PING within a second.
@@ -70,12 +272,40 @@ pub async fn ping(redis: &Redis) -> bool {
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// Whether keys carry hash tags (`redis_cluster`).
+    cluster: bool,
 }
 
 impl Keys {
+    /// The layout of a standalone Redis under `prefix`.
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            cluster: false,
+        }
+    }
+
+    /// The layout `config` asks for: with hash tags on a Redis Cluster.
+    pub fn for_config(config: &Config) -> Self {
+        Self {
+            prefix: config.redis_prefix.clone(),
+            cluster: config.redis_cluster,
+        }
+    }
+
+    /// Whether this is a Redis Cluster's layout.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// `part` as a hash tag on a cluster (`{part}`: keys that share it
+    /// share a slot, so one script may touch them all), as itself on a
+    /// standalone Redis, whose keys keep the names they had before
+    /// clusters were supported.
+    fn tag(&self, part: &str) -> String {
+        match self.cluster {
+            true => format!("{{{part}}}"),
+            false => part.to_owned(),
         }
     }
 
@@ -83,19 +313,19 @@ impl Keys {
     /// optionally the account's own request rate, `rate_per_sec` and
     /// `rate_burst`.
     pub fn account(&self, api_key: &str) -> String {
-        format!("{}:account:{api_key}", self.prefix)
+        format!("{}:account:{}", self.prefix, self.tag(api_key))
     }
 
     /// String (integer, µs since the epoch): when the account's request
     /// rate allows its next request (GCRA's theoretical arrival time);
     /// expires once that has passed.
     pub fn account_rate(&self, api_key: &str) -> String {
-        format!("{}:account:{api_key}:rate", self.prefix)
+        format!("{}:account:{}:rate", self.prefix, self.tag(api_key))
     }
 
     /// Sorted set of the account's application ids, scored by creation time.
     pub fn account_applications(&self, api_key: &str) -> String {
-        format!("{}:account:{api_key}:applications", self.prefix)
+        format!("{}:account:{}:applications", self.prefix, self.tag(api_key))
     }
 
     /// String: the application record as JSON.
@@ -107,7 +337,7 @@ impl Keys {
     /// send is a one-step workflow whose id is the message uuid); written
     /// only through [`crate::store::WorkflowStore`].
     pub fn workflow(&self, id: &str) -> String {
-        format!("{}:workflow:{id}", self.prefix)
+        format!("{}:workflow:{}", self.prefix, self.tag(id))
     }
 
     /// String (integer): workflows started and not yet ended, moved by
@@ -120,18 +350,18 @@ impl Keys {
     /// String: the dispatch uuid a dispatch's message belongs to, for
     /// `GET /v0.1/messages/{uuid}`.
     pub fn message(&self, message_uuid: &str) -> String {
-        format!("{}:message:{message_uuid}", self.prefix)
+        format!("{}:message:{}", self.prefix, self.tag(message_uuid))
     }
 
     /// String: set once a webhook was taken by its receiver, so that a
     /// duplicate job is not delivered again.
     pub fn webhook_delivered(&self, webhook_id: &str) -> String {
-        format!("{}:webhook:{webhook_id}:delivered", self.prefix)
+        format!("{}:webhook:{}:delivered", self.prefix, self.tag(webhook_id))
     }
 
     /// List of a webhook's failed attempts (JSON), oldest first.
     pub fn webhook_attempts(&self, webhook_id: &str) -> String {
-        format!("{}:webhook:{webhook_id}:attempts", self.prefix)
+        format!("{}:webhook:{}:attempts", self.prefix, self.tag(webhook_id))
     }
 
     /// Hash webhook id → job JSON: an application's dead letters (`scope`
@@ -144,13 +374,13 @@ impl Keys {
     /// Hash of a webhook endpoint's circuit (`endpoint_id`: see the
     /// notifier's `circuit` module): `state`, `until`, `period`, `token`.
     pub fn circuit(&self, endpoint_id: &str) -> String {
-        format!("{}:circuit:{endpoint_id}", self.prefix)
+        format!("{}:circuit:{}", self.prefix, self.tag(endpoint_id))
     }
 
     /// List of the webhooks waiting for an endpoint's circuit to close,
     /// oldest first.
     pub fn circuit_parked(&self, endpoint_id: &str) -> String {
-        format!("{}:circuit:{endpoint_id}:parked", self.prefix)
+        format!("{}:circuit:{}:parked", self.prefix, self.tag(endpoint_id))
     }
 
     /// Sorted set of the endpoint ids whose circuit is not closed, scored
@@ -173,12 +403,21 @@ impl Keys {
 
     /// Sorted set of timer entry ids, scored by due time in ms.
     pub fn timer_due(&self) -> String {
-        format!("{}:timer:due", self.prefix)
+        format!("{}:timer:{}due", self.prefix, self.timer_shard())
     }
 
     /// Hash of timer entry id → entry JSON (routing key and payload).
     pub fn timer_entries(&self) -> String {
-        format!("{}:timer:entries", self.prefix)
+        format!("{}:timer:{}entries", self.prefix, self.timer_shard())
+    }
+
+    /// The tag the timer's two keys share (none on a standalone Redis,
+    /// where they keep their names).
+    fn timer_shard(&self) -> String {
+        match self.cluster {
+            true => format!("{}:", self.tag("timer-0")),
+            false => String::new(),
+        }
     }
 
     /// Pub/sub channel that wakes timers when an earlier entry is added.
@@ -189,7 +428,7 @@ impl Keys {
     /// String: the provider's message id, once the provider accepted the
     /// send, so a redelivered send command never calls the provider again.
     pub fn sent(&self, message_uuid: &str) -> String {
-        format!("{}:sent:{message_uuid}", self.prefix)
+        format!("{}:sent:{}", self.prefix, self.tag(message_uuid))
     }
 
     /// String (integer, µs since the epoch): a provider limit's next free
@@ -201,19 +440,27 @@ impl Keys {
 
     /// Short lock held by the sender calling the provider for a message.
     pub fn send_lock(&self, message_uuid: &str) -> String {
-        format!("{}:sent:{message_uuid}:lock", self.prefix)
+        format!("{}:sent:{}:lock", self.prefix, self.tag(message_uuid))
     }
 
     /// String `{workflow_id} {message_uuid}`: whose receipt a provider's
     /// message id is, within the provider record that sent it (`scope`:
     /// [`crate::providers::receipt_scope`]).
     pub fn provider_message(&self, scope: &str, provider_id: &str) -> String {
-        format!("{}:provider:{scope}:{provider_id}", self.prefix)
+        format!(
+            "{}:provider:{}",
+            self.prefix,
+            self.tag(&format!("{scope}:{provider_id}"))
+        )
     }
 
     /// List of receipts that arrived before their send was recorded.
     pub fn parked_receipts(&self, scope: &str, provider_id: &str) -> String {
-        format!("{}:provider:{scope}:{provider_id}:parked", self.prefix)
+        format!(
+            "{}:provider:{}:parked",
+            self.prefix,
+            self.tag(&format!("{scope}:{provider_id}"))
+        )
     }
 
     /// String `{api_key} {application_id or -}`: who last wrote from our
@@ -221,10 +468,8 @@ impl Keys {
     /// ([`crate::providers::send_tenant`]), so that the user's answers
     /// reach that application.
     pub fn conversation(&self, tenant: &str, channel: &str, ours: &str, theirs: &str) -> String {
-        format!(
-            "{}:conversation:{tenant}:{channel}:{ours}:{theirs}",
-            self.prefix
-        )
+        let tag = self.tag(&format!("{tenant}:{channel}:{ours}:{theirs}"));
+        format!("{}:conversation:{tag}", self.prefix)
     }
 
     /// The same before conversations had tenants; read, never written.
@@ -254,7 +499,11 @@ impl Keys {
     /// `channel`, within `tenant`; expires when the channel's reply window
     /// closes.
     pub fn window(&self, tenant: &str, channel: &str, ours: &str, theirs: &str) -> String {
-        format!("{}:window:{tenant}:{channel}:{ours}:{theirs}", self.prefix)
+        format!(
+            "{}:window:{}",
+            self.prefix,
+            self.tag(&format!("{tenant}:{channel}:{ours}:{theirs}"))
+        )
     }
 
     /// String `{provider message id} {sent at ms}`: the last message sent
@@ -273,6 +522,6 @@ impl Keys {
     /// [`crate::store::WorkflowStore::abandon`] and
     /// [`crate::store::WorkflowStore::settle_fate`].
     pub fn fate(&self, id: &str) -> String {
-        format!("{}:fate:{id}", self.prefix)
+        format!("{}:fate:{}", self.prefix, self.tag(id))
     }
 }

@@ -14,11 +14,14 @@
 //! a small version instead of the whole JSON keeps each write to one copy
 //! of the record on the wire.
 //!
-//! The same script carries out what a transition asks of Redis (timer
-//! entries to schedule or cancel, lookup indexes) and arms the recovery of
-//! what it asks of RabbitMQ (the outbox): a timer entry, `outbox:{id}`,
-//! due `outbox_recovery_ms` later, that [`WorkflowStore::mark_done`]
-//! removes once the outbox is carried out. So a writer that dies right
+//! The script that writes a record touches the record alone (so that it
+//! runs on a Redis Cluster, where a script keeps to one slot); what a
+//! transition asks of Redis besides (timer entries to schedule or cancel,
+//! lookup indexes) and the recovery of what it asks of RabbitMQ (the
+//! outbox: a timer entry, `outbox:{id}`, due `outbox_recovery_ms` later,
+//! that [`WorkflowStore::mark_done`] removes once the outbox is carried
+//! out) are written around it, in an order that a crash at any point
+//! leaves harmless ([`WorkflowStore::write`]). So a writer that dies right
 //! after its write leaves nothing that no one will finish.
 
 use std::sync::LazyLock;
@@ -28,25 +31,20 @@ use uuid::Uuid;
 
 use crate::redis::{Keys, Redis};
 
-/// `KEYS` record, in-flight counter, timer due set, timer entries, then
-/// index keys; `ARGV` expected version (`""` = absent), JSON, TTL, change
-/// of the counter, current message (`""`: none), the outbox entries undone
+/// `KEYS[1]` the record; `ARGV` expected version (`""` = absent), JSON,
+/// TTL, current message (`""`: none), the outbox entries undone
 /// (`carried|fresh`: entries read undone, kept only if still undone, and
-/// this transition's), recovery entry id, due ms and JSON, the
-/// timer's wake channel, then the count of timer entries to schedule and
-/// their `(id, due, JSON)`, the count to cancel and their ids, and one
-/// value per index key. Returns 1 when written (and only then changes
-/// anything else).
+/// this transition's). Returns 1 when written (and only then changes
+/// anything).
 static WRITE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '') ~= ARGV[1] then return 0 end
 local next = (tonumber(v) or 0) + 1
-redis.call('HSET', KEYS[1], 'v', next, 'r', ARGV[2], 'c', next .. ' ' .. ARGV[5])
+redis.call('HSET', KEYS[1], 'v', next, 'r', ARGV[2], 'c', next .. ' ' .. ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-if ARGV[4] ~= '0' then redis.call('INCRBY', KEYS[2], ARGV[4]) end
-local carried, fresh = string.match(ARGV[6], '^(.*)|(.*)$')
+local carried, fresh = string.match(ARGV[5], '^(.*)|(.*)$')
 local stored = redis.call('HGET', KEYS[1], 'u')
 local u = ' '
 for s in string.gmatch(carried, '%d+') do
@@ -54,46 +52,16 @@ for s in string.gmatch(carried, '%d+') do
 end
 for s in string.gmatch(fresh, '%d+') do u = u .. s .. ' ' end
 redis.call('HSET', KEYS[1], 'u', u)
-if u ~= ' ' then
-  redis.call('HSET', KEYS[4], ARGV[7], ARGV[9])
-  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[7])
-end
-local i = 12
-local earliest = nil
-for _ = 1, tonumber(ARGV[11]) do
-  redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
-  redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
-  local due = tonumber(ARGV[i + 1])
-  if not earliest or due < earliest then earliest = due end
-  i = i + 3
-end
-local cancels = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, cancels do
-  redis.call('ZREM', KEYS[3], ARGV[i])
-  redis.call('HDEL', KEYS[4], ARGV[i])
-  i = i + 1
-end
-for k = 5, #KEYS do
-  redis.call('SET', KEYS[k], ARGV[i], 'EX', ARGV[3])
-  i = i + 1
-end
-if earliest then
-  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-  if first[2] and tonumber(first[2]) >= earliest then
-    redis.call('PUBLISH', ARGV[10], earliest)
-  end
-end
 return 1
 ",
     )
 });
 
-/// `KEYS` record, timer due set, timer entries; `ARGV` the recovery entry
-/// id, then sequence numbers carried out. Takes them off the record's
-/// undone list `u` without touching the version; once nothing is left,
-/// disarms the outbox's recovery. A record written before `u` existed
-/// has a done mark `d` instead, raised to the highest of them.
+/// `KEYS[1]` the record; `ARGV` sequence numbers carried out. Takes them
+/// off the record's undone list `u` without touching the version; returns
+/// 1 when nothing is left undone (the recovery may be disarmed). A record
+/// written before `u` existed has a done mark `d` instead, raised to the
+/// highest of them.
 static MARK_DONE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -101,21 +69,18 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local u = redis.call('HGET', KEYS[1], 'u')
 if not u then
   local d = tonumber(redis.call('HGET', KEYS[1], 'd')) or -1
-  for i = 2, #ARGV do
+  for i = 1, #ARGV do
     if tonumber(ARGV[i]) > d then d = tonumber(ARGV[i]) end
   end
   redis.call('HSET', KEYS[1], 'd', d)
-  return 1
+  return 0
 end
-for i = 2, #ARGV do
+for i = 1, #ARGV do
   u = string.gsub(u, ' ' .. ARGV[i] .. ' ', ' ')
 end
 redis.call('HSET', KEYS[1], 'u', u)
-if u == ' ' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[3], ARGV[1])
-end
-return 1
+if u == ' ' then return 1 end
+return 0
 ",
     )
 });
@@ -133,34 +98,29 @@ return ARGV[1]
     )
 });
 
-/// `KEYS` fate, record, timer due set, timer entries, in-flight counter;
-/// `ARGV` TTL, recovery entry id, deadline entry id (or `""`). Settles
-/// the fate of work whose write's outcome is unknown: `claimed` when the
-/// record moved on since its first write (it runs); else the record, if
-/// written, is removed with its timer entries, and the fate is
-/// `abandoned`. A fate settled before holds.
+/// `KEYS` fate, record; `ARGV` TTL. Settles the fate of work whose write's
+/// outcome is unknown: `claimed` when the record moved on since its first
+/// write (it runs); else the record, if written, is removed, and the fate
+/// is `abandoned`. A fate settled before holds. Returns the fate, and 1
+/// when the removed record counted as in flight. Its timer entries stay:
+/// they find no record when they fire, and do nothing.
 static ABANDON: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local fate = redis.call('GET', KEYS[1])
-if fate then return fate end
+if fate then return {fate, 0} end
 local v = tonumber(redis.call('HGET', KEYS[2], 'v'))
 if v and v > 1 then
   redis.call('SET', KEYS[1], 'claimed', 'EX', ARGV[1])
-  return 'claimed'
+  return {'claimed', 0}
 end
+local counted = 0
 if v then
-  if redis.call('HEXISTS', KEYS[2], 'c') == 1 then redis.call('DECR', KEYS[5]) end
+  counted = redis.call('HEXISTS', KEYS[2], 'c')
   redis.call('DEL', KEYS[2])
-  for i = 2, 3 do
-    if ARGV[i] ~= '' then
-      redis.call('ZREM', KEYS[3], ARGV[i])
-      redis.call('HDEL', KEYS[4], ARGV[i])
-    end
-  end
 end
 redis.call('SET', KEYS[1], 'abandoned', 'EX', ARGV[1])
-return 'abandoned'
+return {'abandoned', counted}
 ",
     )
 });
@@ -215,7 +175,7 @@ pub struct Write<'a> {
     /// The version read (`None`: the record must not exist yet).
     pub expected: Option<u64>,
     pub record: &'a WorkflowRecord,
-    /// The change of the count of workflows in flight.
+    /// The change of the count of workflows in flight, made once written.
     pub in_flight: i64,
     /// The message whose send is current, for the senders' check
     /// (`None`: no send is current, the workflow has ended).
@@ -257,6 +217,9 @@ pub struct WorkflowStore {
     redis: Redis,
     keys: Keys,
     ttl_secs: u64,
+    /// Timer entries due sooner than this wake the timers up
+    /// (`timer_max_idle_ms`: they look at least that often anyway).
+    wake_within_ms: i64,
 }
 
 impl WorkflowStore {
@@ -265,7 +228,14 @@ impl WorkflowStore {
             redis,
             keys,
             ttl_secs,
+            wake_within_ms: 1_000,
         }
+    }
+
+    /// Wakes timers up for entries due within `ms` (`timer_max_idle_ms`).
+    pub fn waking_within(mut self, ms: u64) -> Self {
+        self.wake_within_ms = i64::try_from(ms).unwrap_or(i64::MAX);
+        self
     }
 
     pub async fn load(&self, id: &str) -> Result<Option<Versioned>, StoreError> {
@@ -326,21 +296,22 @@ impl WorkflowStore {
 
     /// Settles as [`Fate::Abandoned`] work whose first write may or may
     /// not have happened, unless it moved on already ([`Fate::Claimed`]);
-    /// removes the record and the timer entries (its recovery, and
-    /// `deadline`) that write made.
-    pub async fn abandon(&self, id: &str, deadline: Option<&str>) -> Result<Fate, StoreError> {
+    /// removes the record that write made. Its timer entries (its
+    /// recovery, its deadline) find no record when they fire.
+    pub async fn abandon(&self, id: &str) -> Result<Fate, StoreError> {
         let mut conn = self.redis.clone();
-        let fate: String = ABANDON
+        let (fate, counted): (String, i64) = ABANDON
             .key(self.keys.fate(id))
             .key(self.keys.workflow(id))
-            .key(self.keys.timer_due())
-            .key(self.keys.timer_entries())
-            .key(self.keys.workflows_in_flight())
             .arg(self.ttl_secs)
-            .arg(recovery_id(id))
-            .arg(deadline.unwrap_or_default())
             .invoke_async(&mut conn)
             .await?;
+        if counted == 1 {
+            redis::cmd("DECR")
+                .arg(self.keys.workflows_in_flight())
+                .exec_async(&mut conn)
+                .await?;
+        }
         Ok(if fate == Fate::Abandoned.as_str() {
             Fate::Abandoned
         } else {
@@ -348,41 +319,75 @@ impl WorkflowStore {
         })
     }
 
-    /// Records that every outbox entry up to `seq` was carried out, and
-    /// disarms the outbox's recovery once nothing written to it is left.
-    /// Cheaper than rewriting the record: [`WorkflowStore::load`] leaves
-    /// those entries out, and the next write drops them for good.
-    pub async fn mark_done(&self, id: &str, seqs: &[u64]) -> Result<(), StoreError> {
+    /// Records that the outbox entries `seqs` were carried out. Once
+    /// nothing written to the outbox is left, disarms its recovery, the
+    /// entry due at `recovery_due_ms` (if it is still that one: a later
+    /// transition that armed it again has moved it). Cheaper than
+    /// rewriting the record: [`WorkflowStore::load`] leaves those entries
+    /// out, and the next write drops them for good.
+    pub async fn mark_done(
+        &self,
+        id: &str,
+        seqs: &[u64],
+        recovery_due_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.redis.clone();
-        let _: i64 = MARK_DONE
+        let emptied: i64 = MARK_DONE
             .key(self.keys.workflow(id))
-            .key(self.keys.timer_due())
-            .key(self.keys.timer_entries())
-            .arg(recovery_id(id))
             .arg(seqs)
             .invoke_async(&mut conn)
             .await?;
+        if emptied == 1
+            && let Some(due_ms) = recovery_due_ms
+        {
+            crate::timer::cancel_if_due(&self.redis, &self.keys, &recovery_id(id), due_ms).await?;
+        }
         Ok(())
     }
 
     /// Carries out `write` if the stored version is still the one it
-    /// names; `false` when another writer got there first (then nothing
-    /// changed). In the same script: the count of workflows in flight
-    /// moves by `in_flight` (+1 when one starts, -1 when one ends), so it
-    /// stays exact whoever wins; the timer entries are scheduled and
-    /// cancelled; the indexes are written; and when the outbox holds
-    /// anything, its recovery is armed: a timer entry that carries it out
-    /// unless [`WorkflowStore::mark_done`] disarms it first.
+    /// names; `false` when another writer got there first.
+    ///
+    /// The record's script touches the record alone, so that it runs on a
+    /// Redis Cluster too; what goes with it is written around it, in an
+    /// order that leaves nothing undone by a crash in between:
+    ///
+    /// - **before**, in the same pipeline: the indexes, the timer entries
+    ///   to schedule, and, when the outbox holds anything, its recovery
+    ///   (a timer entry that carries it out unless
+    ///   [`WorkflowStore::mark_done`] disarms it first). A writer that
+    ///   then loses the race leaves stray entries: an index to a record
+    ///   that exists anyway, a deadline under an id of its own that fires
+    ///   as a stale one, a recovery that finds nothing undone;
+    /// - **after**, once written: the timer entries to cancel (one left by
+    ///   a crash fires as a stale deadline) and the count of workflows in
+    ///   flight (+1 when one starts, -1 when one ends; a crash here leaves
+    ///   it one off).
     pub async fn write(&self, write: &Write<'_>) -> Result<bool, StoreError> {
         let json = serde_json::to_string(write.record)?;
         let id = write.id;
-        let mut invocation = WRITE.key(self.keys.workflow(id));
-        invocation
-            .key(self.keys.workflows_in_flight())
-            .key(self.keys.timer_due())
-            .key(self.keys.timer_entries());
-        for (key, _) in write.indexes {
-            invocation.key(key);
+        let now = dispatch_model::record::now_ms();
+        let mut pipe = redis::pipe();
+        for (key, value) in write.indexes {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("EX")
+                .arg(self.ttl_secs)
+                .ignore();
+        }
+        let recovery = (!write.record.outbox.is_empty())
+            .then(|| (recovery_id(id), write.recovery_due_ms, recovery_entry(id)));
+        for (entry_id, due_ms, entry) in write.schedule.iter().chain(recovery.as_ref()) {
+            crate::timer::schedule_into(
+                &mut pipe,
+                &self.keys,
+                entry_id,
+                *due_ms,
+                entry,
+                now,
+                self.wake_within_ms,
+            );
         }
         // Entries carried over from the record read may have been marked
         // done since (marks do not move the version): the script keeps
@@ -398,31 +403,43 @@ impl WorkflowStore {
             undone_list(carried.into_iter()),
             undone_list(fresh.into_iter())
         );
+        let mut invocation = WRITE.key(self.keys.workflow(id));
         invocation
             .arg(write.expected.map(|v| v.to_string()).unwrap_or_default())
             .arg(json)
             .arg(self.ttl_secs)
-            .arg(write.in_flight)
             .arg(write.current.map(|c| c.to_string()).unwrap_or_default())
-            .arg(undone)
-            .arg(recovery_id(id))
-            .arg(write.recovery_due_ms)
-            .arg(recovery_entry(id))
-            .arg(self.keys.timer_wake())
-            .arg(write.schedule.len());
-        for (entry_id, due_ms, entry) in &write.schedule {
-            invocation.arg(entry_id).arg(due_ms).arg(entry);
-        }
-        invocation.arg(write.cancel.len());
-        for entry_id in &write.cancel {
-            invocation.arg(entry_id);
-        }
-        for (_, value) in write.indexes {
-            invocation.arg(value);
-        }
+            .arg(undone);
+        pipe.invoke_script(&invocation);
         let mut conn = self.redis.clone();
-        let written: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(written == 1)
+        let (written,): (i64,) = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // Everything before the script is an idempotent upsert.
+                WRITE.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
+            }
+            other => other?,
+        };
+        if written != 1 {
+            return Ok(false);
+        }
+        if !write.cancel.is_empty() || write.in_flight != 0 {
+            let mut after = redis::pipe();
+            for entry_id in &write.cancel {
+                crate::timer::cancel_into(&mut after, &self.keys, entry_id);
+            }
+            if write.in_flight != 0 {
+                after
+                    .incr(self.keys.workflows_in_flight(), write.in_flight)
+                    .ignore();
+            }
+            if let Err(e) = after.exec_async(&mut conn).await {
+                // Written: a deadline left behind fires as a stale one.
+                tracing::warn!(error = %e, workflow_id = id,
+                    "transition written, but not its cancels or in-flight count");
+            }
+        }
+        Ok(true)
     }
 
     /// Workflows started and not yet ended, across every instance.

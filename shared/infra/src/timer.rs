@@ -112,6 +112,72 @@ return n
     )
 });
 
+/// `KEYS[1]` due set, `KEYS[2]` entries hash; `ARGV` id, due. Forgets the
+/// entry only while it is still due then: one scheduled again since (with
+/// another due time) or being fired (leased) stays.
+static CANCEL_IF_DUE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Adds to `pipe` the upsert of entry `id` (its JSON: [`entry_json`]) due
+/// at `due_ms`, as plain commands, so that it can travel in one pipeline
+/// with other writes; and a wake-up of sleeping timers when it is due
+/// within `wake_within_ms` of `now_ms` (a timer looks at the set at least
+/// that often anyway).
+pub fn schedule_into(
+    pipe: &mut redis::Pipeline,
+    keys: &Keys,
+    id: &str,
+    due_ms: i64,
+    entry: &str,
+    now_ms: i64,
+    wake_within_ms: i64,
+) {
+    pipe.hset(keys.timer_entries(), id, entry)
+        .ignore()
+        .zadd(keys.timer_due(), id, due_ms)
+        .ignore();
+    if due_ms < now_ms.saturating_add(wake_within_ms) {
+        pipe.publish(keys.timer_wake(), due_ms).ignore();
+    }
+}
+
+/// Adds to `pipe` forgetting entry `id`.
+pub fn cancel_into(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
+    pipe.zrem(keys.timer_due(), id)
+        .ignore()
+        .hdel(keys.timer_entries(), id)
+        .ignore();
+}
+
+/// Forgets entry `id` if it is still due at `due_ms` (see
+/// [`CANCEL_IF_DUE`]); whether it did.
+pub async fn cancel_if_due(
+    redis: &Redis,
+    keys: &Keys,
+    id: &str,
+    due_ms: i64,
+) -> Result<bool, RedisError> {
+    let cancelled: i64 = CANCEL_IF_DUE
+        .key(keys.timer_due())
+        .key(keys.timer_entries())
+        .arg(id)
+        .arg(due_ms)
+        .invoke_async(&mut redis.clone())
+        .await?;
+    Ok(cancelled == 1)
+}
+
 /// Schedules, moves and cancels deadlines. Cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {

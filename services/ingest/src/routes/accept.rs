@@ -15,7 +15,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use dispatch_flow::machine::deadline_id;
 use dispatch_infra::store::Fate;
 use dispatch_model::envelope::{Step, WorkflowAccepted, WorkflowKind};
 use dispatch_model::record::now_ms;
@@ -115,7 +114,6 @@ async fn accept(
             .collect(),
         WorkflowKind::Message => Vec::new(),
     };
-    let first = accepted.steps.first().map(|s| s.message_uuid);
     if !state.broker.is_ready() {
         // Known to be down: refuse rather than pile work up in Redis for
         // the recovery. (Lost mid-request, it is the recovery's.)
@@ -145,10 +143,7 @@ async fn accept(
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not write the workflow");
-            if e.outcome_unknown()
-                && abandon(state, &id, first.map(deadline_id).as_deref()).await
-                    == Some(Fate::Claimed)
-            {
+            if e.outcome_unknown() && abandon(state, &id).await == Some(Fate::Claimed) {
                 // Written after all, and already under way.
                 return Ok(());
             }
@@ -160,13 +155,8 @@ async fn accept(
 /// Makes sure work whose write outcome is unknown never runs: removes the
 /// record if it was written and nothing moved it on since; `None` when
 /// Redis cannot say (then it may run despite the 503).
-async fn abandon(state: &AppState, id: &Uuid, deadline: Option<&str>) -> Option<Fate> {
-    match state
-        .engine
-        .store()
-        .abandon(&id.to_string(), deadline)
-        .await
-    {
+async fn abandon(state: &AppState, id: &Uuid) -> Option<Fate> {
+    match state.engine.store().abandon(&id.to_string()).await {
         Ok(fate) => Some(fate),
         Err(e) => {
             tracing::error!(error = %e, workflow_id = %id, "could not abandon work; it may still be sent");

@@ -287,10 +287,11 @@ async fn apply_receipt(state: &AppState, event: StatusEvent) -> ApiResult<()> {
     Ok(())
 }
 
-/// `KEYS` window, conversation, conversation from before tenants; `ARGV`
-/// the message's time, when its window closes (ms). Moves the window
-/// forward (never back: messages can arrive out of order) and returns both
-/// conversations.
+/// `KEYS` window, conversation (one hash tag: one slot of a cluster), and
+/// on a standalone Redis the conversation from before tenants (clusters
+/// came later); `ARGV` the message's time, when its window closes (ms).
+/// Moves the window forward (never back: messages can arrive out of
+/// order) and returns both conversations.
 static OPEN_WINDOW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -298,7 +299,9 @@ local current = redis.call('GET', KEYS[1])
 if not current or tonumber(current) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 end
-return {redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
+local legacy = false
+if KEYS[3] then legacy = redis.call('GET', KEYS[3]) end
+return {redis.call('GET', KEYS[2]), legacy}
 ",
     )
 });
@@ -341,22 +344,25 @@ async fn inbound_event(
         }
     };
     let mut conn = state.redis();
-    let (last, legacy): (Option<String>, Option<String>) = OPEN_WINDOW
-        .key(
-            state
-                .keys
-                .window(&tenant, channel, &inbound.to, &inbound.from),
-        )
-        .key(
-            state
-                .keys
-                .conversation(&tenant, channel, &inbound.to, &inbound.from),
-        )
-        .key(
+    let mut invocation = OPEN_WINDOW.key(state.keys.window(
+        &tenant,
+        channel,
+        &inbound.to,
+        &inbound.from,
+    ));
+    invocation.key(
+        state
+            .keys
+            .conversation(&tenant, channel, &inbound.to, &inbound.from),
+    );
+    if !state.keys.is_cluster() {
+        invocation.key(
             state
                 .keys
                 .legacy_conversation(channel, &inbound.to, &inbound.from),
-        )
+        );
+    }
+    let (last, legacy): (Option<String>, Option<String>) = invocation
         .arg(inbound.timestamp_ms)
         .arg(inbound.timestamp_ms.saturating_add(REPLY_WINDOW_MS as i64))
         .invoke_async(&mut conn)

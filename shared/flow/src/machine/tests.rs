@@ -192,7 +192,8 @@ impl Run {
     }
 
     fn deadline_id(&self, step: usize) -> String {
-        deadline_id(self.rec.steps[step].message_uuid)
+        let step = &self.rec.steps[step];
+        deadline_id(step.message_uuid, step.deadline_ms.expect("a deadline"))
     }
 }
 
