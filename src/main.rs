@@ -262,6 +262,10 @@ where
     let grace = config.clone();
     serve(name, &grace, |shutdown| async move {
         config.validate()?;
+        // A Redis of the other kind than `redis_cluster` says stops
+        // start-up here, with a message that says which; one not
+        // answering yet does not.
+        dispatch_infra::redis::check_mode(&config, std::time::Duration::from_secs(2)).await?;
         let connections = Connections::open(&config, name)?;
         dispatch_infra::admin::spawn(config.admin_addr, connections.clone(), shutdown.clone())
             .await?;

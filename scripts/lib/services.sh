@@ -707,3 +707,85 @@ dev_rabbitmqctl() {
     fi
     _dev_rabbitmqctl_dir "$dir" "$@"
 }
+
+# ---------------------------------------------------------------------------
+# Redis Cluster (the cluster suite)
+# ---------------------------------------------------------------------------
+
+# dev_redis_cluster_up DIR: a Redis Cluster of 3 masters and 3 replicas on
+# loopback, with data under DIR (wiped first), made with `redis-cli
+# --cluster create`. A node taken for dead after 2 s (cluster-node-timeout),
+# so that a killed master's replica takes over within seconds. Exports
+# DISPATCH_TEST_REDIS_CLUSTER_URL (a seed node) and
+# DISPATCH_TEST_REDIS_CLUSTER_DIR (for dev_redis_cluster_down, and for
+# tests that kill and restart nodes: DIR/PORTS lists them).
+dev_redis_cluster_up() {
+    local dir=$1 i port bus end
+    local -a ports=() nodes=()
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for i in 1 2 3 4 5 6; do
+        _dev_pick_port port || return 1
+        _dev_pick_port bus || return 1
+        mkdir -p "$dir/$port"
+        redis-server \
+            --port "$port" \
+            --cluster-port "$bus" \
+            --bind 127.0.0.1 \
+            --cluster-enabled yes \
+            --cluster-config-file "$dir/$port/nodes.conf" \
+            --cluster-node-timeout 2000 \
+            --dir "$dir/$port" \
+            --appendonly yes \
+            --save "" \
+            --daemonize yes \
+            --pidfile "$dir/$port/redis.pid" \
+            --logfile "$dir/$port/redis.log" || {
+            _dev_err "redis-server (cluster node $port) failed to start"
+            return 1
+        }
+        printf '%s %s\n' "$port" "$bus" >>"$dir/PORTS"
+        ports+=("$port")
+        nodes+=("127.0.0.1:$port")
+    done
+    for port in "${ports[@]}"; do
+        end=$((SECONDS + 15))
+        until _dev_tcp_open "$port"; do
+            [ "$SECONDS" -lt "$end" ] || {
+                _dev_err "Redis cluster node did not come up on 127.0.0.1:$port"
+                _dev_log_tail "$dir/$port/redis.log"
+                return 1
+            }
+            sleep 0.1
+        done
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+        >"$dir/create.log" 2>&1 || {
+        _dev_err "redis-cli --cluster create failed"
+        _dev_log_tail "$dir/create.log"
+        return 1
+    }
+    end=$((SECONDS + 30))
+    for port in "${ports[@]}"; do
+        until redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
+            [ "$SECONDS" -lt "$end" ] || {
+                _dev_err "the Redis Cluster did not become ok"
+                return 1
+            }
+            sleep 0.2
+        done
+    done
+    export DISPATCH_TEST_REDIS_CLUSTER_URL="redis://127.0.0.1:${ports[0]}/"
+    export DISPATCH_TEST_REDIS_CLUSTER_DIR="$dir"
+}
+
+# dev_redis_cluster_down DIR: stops every node of the cluster in DIR.
+dev_redis_cluster_down() {
+    local dir=$1 port bus pid
+    [ -f "$dir/PORTS" ] || return 0
+    while read -r port bus; do
+        pid=$(cat "$dir/$port/redis.pid" 2>/dev/null) || continue
+        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    done <"$dir/PORTS"
+    rm -f "$dir/PORTS"
+}

@@ -137,6 +137,8 @@ async fn a_workflow_runs_on_a_redis_over_tls_as_an_acl_user() {
     let mut config = crate::system::test_config();
     config.redis_url = url.clone();
     config.redis_tls_ca_file = Some(redis.ca_file());
+    // A standalone server, whatever the suite runs against.
+    config.redis_cluster = false;
     let client = dispatch_infra::redis::client(&config).expect("client");
     let mut whoami = None;
     for _ in 0..100 {
@@ -167,6 +169,7 @@ async fn a_workflow_runs_on_a_redis_over_tls_as_an_acl_user() {
     let sys = System::start_configured(true, |c| {
         c.redis_url = url.clone();
         c.redis_tls_ca_file = Some(ca_file);
+        c.redis_cluster = false;
     })
     .await;
     let to = "447700170001";

@@ -104,8 +104,10 @@ fn first_key(cmd: &Cmd) -> Option<&[u8]> {
             .then(|| args.next())
             .flatten();
     }
-    const KEYLESS: [&[u8]; 8] = [
-        b"PING", b"TIME", b"INFO", b"SCRIPT", b"PUBLISH", b"CLUSTER", b"WAIT", b"ACL",
+    // PUBLISH is not among them: the cluster connection routes it by its
+    // channel, as if that were a key.
+    const KEYLESS: [&[u8]; 7] = [
+        b"PING", b"TIME", b"INFO", b"SCRIPT", b"CLUSTER", b"WAIT", b"ACL",
     ];
     if KEYLESS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
         return None;
@@ -523,5 +525,42 @@ impl Keys {
     /// [`crate::store::WorkflowStore::settle_fate`].
     pub fn fate(&self, id: &str) -> String {
         format!("{}:fate:{}", self.prefix, self.tag(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_hash_tags() {
+        // Values from the Redis Cluster specification's CRC16.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        assert_eq!(slot_of(b"foo"), 12182);
+        assert_eq!(
+            slot_of(b"{user1000}.following"),
+            slot_of(b"{user1000}.followers")
+        );
+        assert_eq!(slot_of(b"x:{a}:y"), slot_of(b"a"));
+        assert_eq!(
+            slot_of(b"x:{}:y"),
+            slot_of(b"x:{}:y"),
+            "an empty tag is no tag"
+        );
+    }
+
+    #[test]
+    fn a_pipeline_is_cut_where_its_slot_changes() {
+        let mut pipe = redis::pipe();
+        pipe.set("message:{m1}", "w").ignore();
+        pipe.set("message:{m1}:x", "w").ignore();
+        pipe.set("message:{m2}", "w").ignore();
+        pipe.publish("wake", 1).ignore();
+        pipe.hset("timer:{t}:entries", "e", "j").ignore();
+        pipe.zadd("timer:{t}:due", "e", 5).ignore();
+        let script = redis::Script::new("return 1");
+        pipe.invoke_script(script.key("workflow:{w}").arg(1));
+        let runs: Vec<usize> = slot_runs(&pipe).iter().map(Vec::len).collect();
+        assert_eq!(runs, [2, 1, 1, 2, 1], "PUBLISH goes by its channel");
     }
 }
