@@ -724,6 +724,8 @@ dev_redis_cluster_up() {
     local -a ports=() nodes=()
     rm -rf "$dir"
     mkdir -p "$dir"
+    # Absolute: redis-server changes to its --dir before opening its files.
+    dir=$(cd "$dir" && pwd)
     for i in 1 2 3 4 5 6; do
         _dev_pick_port port || return 1
         _dev_pick_port bus || return 1

@@ -154,13 +154,17 @@ async fn an_open_circuit_costs_the_same_per_period_whatever_waits() {
     // comes and goes as it fires, so it is not counted.
     let timer_entries = || async {
         let mut redis = connections.redis.clone();
-        let ids: Vec<String> = redis::cmd("ZRANGE")
-            .arg(keys.timer_due())
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut redis)
-            .await
-            .expect("ZRANGE");
+        let mut ids: Vec<String> = Vec::new();
+        for shard in 0..keys.timer_shards() {
+            let shard_ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(keys.timer_due(shard))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut redis)
+                .await
+                .expect("ZRANGE");
+            ids.extend(shard_ids);
+        }
         ids.iter()
             .filter(|id| !id.starts_with("webhook-probe:"))
             .count()

@@ -432,11 +432,7 @@ async fn an_account_can_route_a_channel_to_its_own_provider() {
         "url": format!("http://{}", own.addr),
         "secret": sys.config.simulator_secret,
     });
-    let mut redis = redis::Client::open(sys.config.redis_url.as_str())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
     let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
     redis::cmd("HSET")
         .arg(keys.providers(&sys.api_key))

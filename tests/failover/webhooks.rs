@@ -264,11 +264,7 @@ async fn a_failing_receiver_gets_the_same_webhook_until_it_takes_it() {
     assert_eq!(body["client_ref"], "mine");
     assert!(body.get("_links").is_none(), "{body}");
     // The three failures are on record.
-    let mut redis = redis::Client::open(sys.config.redis_url.as_str())
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
     let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
     let attempts: Vec<String> = redis::cmd("LRANGE")
         .arg(keys.webhook_attempts(&ids[0]))

@@ -58,7 +58,7 @@ pub async fn run_bench(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let mut config = config.clone();
     config.redis_prefix = prefix.clone();
     config.amqp_prefix = prefix.clone();
-    let keys = Keys::new(&prefix);
+    let keys = Keys::for_config(&config);
     let redis = dispatch_infra::redis::connect(&config)?;
     let scheduler = Scheduler::new(redis.clone(), keys.clone());
 
@@ -271,29 +271,44 @@ async fn load_pending(
     let chunks = (0..count).step_by(LOAD_CHUNK as usize).map(|start| {
         let end = (start + LOAD_CHUNK).min(count);
         let mut conn = redis.clone();
-        let (due, entries) = (keys.timer_due(), keys.timer_entries());
+        let keys = keys.clone();
         async move {
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&due);
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&entries);
+            // One ZADD and one HSET per shard the chunk's ids fall in.
+            let shards = keys.timer_shards();
+            let mut zadds: Vec<redis::Cmd> = (0..shards)
+                .map(|shard| {
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(keys.timer_due(shard));
+                    zadd
+                })
+                .collect();
+            let mut hsets: Vec<redis::Cmd> = (0..shards)
+                .map(|shard| {
+                    let mut hset = redis::cmd("HSET");
+                    hset.arg(keys.timer_entries(shard));
+                    hset
+                })
+                .collect();
+            let mut used = vec![false; shards];
             for i in start..end {
                 let id = format!("pending-{i}");
-                zadd.arg(far + i as i64).arg(&id);
+                let shard = keys.timer_shard_of(&id);
+                used[shard] = true;
+                zadds[shard].arg(far + i as i64).arg(&id);
                 let entry = serde_json::json!({
                     "routing_key": ROUTING_KEY,
                     "message_id": id,
                     "payload": "{}",
                 });
-                hset.arg(&id).arg(entry.to_string());
+                hsets[shard].arg(&id).arg(entry.to_string());
             }
-            redis::pipe()
-                .add_command(zadd)
-                .ignore()
-                .add_command(hset)
-                .ignore()
-                .exec_async(&mut conn)
-                .await
+            let mut pipe = redis::pipe();
+            for ((zadd, hset), used) in zadds.into_iter().zip(hsets).zip(used) {
+                if used {
+                    pipe.add_command(zadd).ignore().add_command(hset).ignore();
+                }
+            }
+            pipe.exec_async(&mut conn).await
         }
     });
     let mut loads = futures_util::stream::iter(chunks).buffer_unordered(LOADS_IN_FLIGHT);
@@ -309,9 +324,16 @@ async fn clean_up(
     broker: &Broker,
 ) -> anyhow::Result<()> {
     let mut conn = redis.clone();
+    for shard in 0..keys.timer_shards() {
+        redis::cmd("UNLINK")
+            .arg(keys.timer_due(shard))
+            .arg(keys.timer_entries(shard))
+            .arg(keys.timer_owner(shard))
+            .exec_async(&mut conn)
+            .await?;
+    }
     redis::cmd("UNLINK")
-        .arg(keys.timer_due())
-        .arg(keys.timer_entries())
+        .arg(keys.timers())
         .exec_async(&mut conn)
         .await?;
     let connection = broker.connection().context("broker connection lost")?;

@@ -85,6 +85,7 @@
 
 pub mod bench;
 mod legacy;
+mod shards;
 pub use dispatch_infra::timer as store;
 mod wake;
 
@@ -155,8 +156,16 @@ pub async fn run_with(
         shutdown.clone(),
     ));
     tokio::spawn(report_in_flight(engine.clone(), shutdown.clone()));
+    let shards = shards::Shards::new(redis.clone(), keys.clone(), config.timer_lease_ms);
+    // The first share before the first claim, so a timer starts firing at
+    // once.
+    if let Err(e) = shards.rebalance().await {
+        tracing::warn!(error = %e, "cannot take timer shards yet; retrying");
+    }
+    let shard_owner = tokio::spawn(shards.clone().run(shutdown.clone()));
     let timer = Timer {
         engine,
+        shards,
         broker,
         redis,
         keys,
@@ -176,6 +185,7 @@ pub async fn run_with(
         shutdown.clone(),
     ));
     timer.run(&shutdown).await;
+    let _ = shard_owner.await;
     let _ = listener.await;
     let _ = old_queue.await;
     drop(connections);
@@ -214,6 +224,7 @@ async fn report_pending(scheduler: Scheduler, shutdown: CancellationToken) {
 
 struct Timer {
     engine: Engine,
+    shards: shards::Shards,
     broker: Broker,
     redis: Redis,
     keys: Keys,
@@ -303,48 +314,67 @@ impl Timer {
                 continue;
             }
 
+            let owned = self.shards.owned();
             let mut conn = self.redis.clone();
-            let claim = match store::claim(&mut conn, &self.keys, self.batch, self.lease_ms).await {
-                Ok(claim) => {
-                    redis_backoff.reset();
-                    claim
-                }
-                Err(e) => {
-                    let delay = redis_backoff.next();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
-                        "cannot claim due timer entries; retrying");
-                    if !pause(shutdown, delay).await {
+            let mut full = false;
+            let mut sleep = self.max_idle;
+            let mut failed = None;
+            for shard in owned {
+                let claimed = store::claim(
+                    &mut conn,
+                    &self.keys,
+                    shard,
+                    Some(&self.shards.token),
+                    self.batch,
+                    self.lease_ms,
+                )
+                .await;
+                let claim = match claimed {
+                    Ok(claim) if claim.owned => claim,
+                    // Taken over since the last rebalance: no longer ours.
+                    Ok(_) => continue,
+                    Err(e) => {
+                        failed = Some(e);
                         break;
                     }
-                    continue;
+                };
+                full |= claim.scanned >= self.batch;
+                // Not full: everything due by `now_ms` was claimed, so the
+                // earliest score left is in the future.
+                if let Some(due) = claim.next_due_ms {
+                    let wait = u64::try_from(due - claim.now_ms).unwrap_or(0).max(1);
+                    sleep = sleep.min(Duration::from_millis(wait));
                 }
-            };
-            let full = claim.scanned >= self.batch;
-            let (now_ms, next_due_ms) = (claim.now_ms, claim.next_due_ms);
-            if !claim.entries.is_empty() {
-                let span = tracing::info_span!(
-                    "timer_round",
-                    entries = claim.entries.len(),
-                    leased_until = claim.leased_until,
-                );
-                let round = fire_round(
-                    self.engine.clone(),
-                    self.broker.clone(),
-                    self.redis.clone(),
-                    self.keys.clone(),
-                    claim,
-                );
-                in_flight.spawn(round.instrument(span));
+                if !claim.entries.is_empty() {
+                    let span = tracing::info_span!(
+                        "timer_round",
+                        shard,
+                        entries = claim.entries.len(),
+                        leased_until = claim.leased_until,
+                    );
+                    let round = fire_round(
+                        self.engine.clone(),
+                        self.broker.clone(),
+                        self.redis.clone(),
+                        self.keys.clone(),
+                        claim,
+                    );
+                    in_flight.spawn(round.instrument(span));
+                }
             }
+            if let Some(e) = failed {
+                let delay = redis_backoff.next();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "cannot claim due timer entries; retrying");
+                if !pause(shutdown, delay).await {
+                    break;
+                }
+                continue;
+            }
+            redis_backoff.reset();
             if full {
                 continue;
             }
-            // Not full: everything due by `now_ms` was claimed, so the
-            // earliest score left is in the future.
-            let sleep = next_due_ms
-                .map(|due| Duration::from_millis(u64::try_from(due - now_ms).unwrap_or(0).max(1)))
-                .unwrap_or(self.max_idle)
-                .min(self.max_idle);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
@@ -436,7 +466,7 @@ async fn fire_round(
     }
     let mut conn = redis;
     for attempt in 1..=ACK_ATTEMPTS {
-        match store::ack(&mut conn, &keys, claim.leased_until, &fired).await {
+        match store::ack(&mut conn, &keys, claim.shard, claim.leased_until, &fired).await {
             Ok(_) => break,
             Err(e) if attempt < ACK_ATTEMPTS => {
                 tracing::debug!(error = %e, attempt, "cannot ack fired timer entries; retrying");

@@ -111,7 +111,7 @@ async fn rescheduling_moves_the_entry() {
     }
     let mut conn = h.redis.clone();
     let score: Option<f64> = redis::cmd("ZSCORE")
-        .arg(h.keys.timer_due())
+        .arg(h.keys.timer_due(h.keys.timer_shard_of("later")))
         .arg("later")
         .query_async(&mut conn)
         .await

@@ -130,6 +130,12 @@ pub struct Config {
 
     /// Due timer entries claimed per Redis round trip.
     pub timer_batch: usize,
+    /// How many sorted sets timer entries are spread over (by id): on a
+    /// cluster each has its own hash tag, so they spread over the masters;
+    /// timers share them, each owning some for `timer_lease_ms` at a time.
+    /// Raise it only: entries of a shard beyond a lowered count would wait
+    /// for a timer that no longer looks there.
+    pub timer_shards: usize,
     /// How long a claimed timer entry waits for its publish to be confirmed
     /// before another timer fires it again.
     pub timer_lease_ms: u64,
@@ -402,6 +408,7 @@ impl Default for Config {
             timer_batch: 500,
             timer_lease_ms: 30_000,
             timer_max_idle_ms: 1_000,
+            timer_shards: 16,
             outbox_recovery_ms: 10_000,
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 30_000,
@@ -519,6 +526,7 @@ impl Config {
             ("sender_max_attempts", u64::from(self.sender_max_attempts)),
             ("provider_timeout_ms", self.provider_timeout_ms),
             ("timer_batch", self.timer_batch as u64),
+            ("timer_shards", self.timer_shards as u64),
             ("timer_lease_ms", self.timer_lease_ms),
             ("timer_max_idle_ms", self.timer_max_idle_ms),
             ("outbox_recovery_ms", self.outbox_recovery_ms),

@@ -276,6 +276,8 @@ pub struct Keys {
     prefix: String,
     /// Whether keys carry hash tags (`redis_cluster`).
     cluster: bool,
+    /// `timer_shards` (at least 1).
+    timer_shards: usize,
 }
 
 impl Keys {
@@ -284,6 +286,7 @@ impl Keys {
         Self {
             prefix: prefix.to_owned(),
             cluster: false,
+            timer_shards: 1,
         }
     }
 
@@ -292,6 +295,7 @@ impl Keys {
         Self {
             prefix: config.redis_prefix.clone(),
             cluster: config.redis_cluster,
+            timer_shards: config.timer_shards.max(1),
         }
     }
 
@@ -404,21 +408,56 @@ impl Keys {
     }
 
     /// Sorted set of timer entry ids, scored by due time in ms.
-    pub fn timer_due(&self) -> String {
-        format!("{}:timer:{}due", self.prefix, self.timer_shard())
+    /// (of timer shard `shard`: entries go to `timer_shards` shards, by
+    /// their id, so that they spread over a cluster's masters and timers
+    /// share the work shard by shard).
+    pub fn timer_due(&self, shard: usize) -> String {
+        format!("{}:timer:{}due", self.prefix, self.timer_shard(shard))
     }
 
-    /// Hash of timer entry id → entry JSON (routing key and payload).
-    pub fn timer_entries(&self) -> String {
-        format!("{}:timer:{}entries", self.prefix, self.timer_shard())
+    /// Hash of timer entry id → entry JSON (routing key and payload), of
+    /// timer shard `shard`.
+    pub fn timer_entries(&self, shard: usize) -> String {
+        format!("{}:timer:{}entries", self.prefix, self.timer_shard(shard))
     }
 
-    /// The tag the timer's two keys share (none on a standalone Redis,
-    /// where they keep their names).
-    fn timer_shard(&self) -> String {
-        match self.cluster {
-            true => format!("{}:", self.tag("timer-0")),
-            false => String::new(),
+    /// String: the token of the timer that owns timer shard `shard`, for
+    /// `timer_lease_ms` unless renewed.
+    pub fn timer_owner(&self, shard: usize) -> String {
+        format!("{}:timer:{}owner", self.prefix, self.timer_shard(shard))
+    }
+
+    /// Sorted set of the live timers' tokens, scored by their last
+    /// heartbeat (ms): how many share the shards.
+    pub fn timers(&self) -> String {
+        format!("{}:timers", self.prefix)
+    }
+
+    /// How many timer shards there are.
+    pub fn timer_shards(&self) -> usize {
+        self.timer_shards
+    }
+
+    /// The timer shard an entry id belongs to (FNV-1a of the id): the same
+    /// in every process, so that a cancel finds what a schedule wrote.
+    pub fn timer_shard_of(&self, id: &str) -> usize {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in id.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (hash % self.timer_shards as u64) as usize
+    }
+
+    /// What a shard's keys share after `timer:`: on a cluster a hash tag of
+    /// their own per shard; on a standalone Redis nothing for shard 0,
+    /// whose keys keep the names of before shards, so entries scheduled
+    /// before an upgrade still fire.
+    fn timer_shard(&self, shard: usize) -> String {
+        match (self.cluster, shard) {
+            (true, _) => format!("{}:", self.tag(&format!("timer-{shard}"))),
+            (false, 0) => String::new(),
+            (false, _) => format!("{shard}:"),
         }
     }
 

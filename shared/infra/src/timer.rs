@@ -59,14 +59,19 @@ return 1
     )
 });
 
-/// `KEYS[1]` due set, `KEYS[2]` entries hash; `ARGV` batch size, lease ms.
-/// Takes up to a batch of entries due by Redis' clock and re-scores each to
-/// the end of its lease. Returns `{now, leased_until, earliest score left
-/// (or nil), members scanned, {{id, entry, due}, ..}}`. A member without an
-/// entry (cancelled behind our back) is dropped from the set.
+/// `KEYS[1]` due set, `KEYS[2]` entries hash, `KEYS[3]` the shard's owner;
+/// `ARGV` batch size, lease ms, and the claiming timer's token (`""`: no
+/// owner check). Takes up to a batch of entries due by Redis' clock and
+/// re-scores each to the end of its lease. Returns `{now, leased_until,
+/// earliest score left (or nil), members scanned, {{id, entry, due}, ..}}`,
+/// members scanned being -1 when the shard is another timer's. A member
+/// without an entry (cancelled behind our back) is dropped from the set.
 static CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
+  return {0, 0, false, -1, {}}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local leased = now + tonumber(ARGV[2])
@@ -143,9 +148,10 @@ pub fn schedule_into(
     now_ms: i64,
     wake_within_ms: i64,
 ) {
-    pipe.hset(keys.timer_entries(), id, entry)
+    let shard = keys.timer_shard_of(id);
+    pipe.hset(keys.timer_entries(shard), id, entry)
         .ignore()
-        .zadd(keys.timer_due(), id, due_ms)
+        .zadd(keys.timer_due(shard), id, due_ms)
         .ignore();
     if due_ms < now_ms.saturating_add(wake_within_ms) {
         pipe.publish(keys.timer_wake(), due_ms).ignore();
@@ -154,9 +160,10 @@ pub fn schedule_into(
 
 /// Adds to `pipe` forgetting entry `id`.
 pub fn cancel_into(pipe: &mut redis::Pipeline, keys: &Keys, id: &str) {
-    pipe.zrem(keys.timer_due(), id)
+    let shard = keys.timer_shard_of(id);
+    pipe.zrem(keys.timer_due(shard), id)
         .ignore()
-        .hdel(keys.timer_entries(), id)
+        .hdel(keys.timer_entries(shard), id)
         .ignore();
 }
 
@@ -168,9 +175,10 @@ pub async fn cancel_if_due(
     id: &str,
     due_ms: i64,
 ) -> Result<bool, RedisError> {
+    let shard = keys.timer_shard_of(id);
     let cancelled: i64 = CANCEL_IF_DUE
-        .key(keys.timer_due())
-        .key(keys.timer_entries())
+        .key(keys.timer_due(shard))
+        .key(keys.timer_entries(shard))
         .arg(id)
         .arg(due_ms)
         .invoke_async(&mut redis.clone())
@@ -210,9 +218,10 @@ impl Scheduler {
             crate::telemetry::current_traceparent(),
         );
         let mut conn = self.redis.clone();
+        let shard = self.keys.timer_shard_of(id);
         let _: i64 = SCHEDULE
-            .key(self.keys.timer_due())
-            .key(self.keys.timer_entries())
+            .key(self.keys.timer_due(shard))
+            .key(self.keys.timer_entries(shard))
             .arg(id)
             .arg(due_ms)
             .arg(entry)
@@ -226,30 +235,29 @@ impl Scheduler {
     /// cancelled, or fired). An entry a timer is publishing at this very
     /// moment may still be published once.
     pub async fn cancel(&self, id: &str) -> Result<(), RedisError> {
-        let mut conn = self.redis.clone();
-        redis::pipe()
-            .atomic()
-            .zrem(self.keys.timer_due(), id)
-            .ignore()
-            .hdel(self.keys.timer_entries(), id)
-            .ignore()
-            .exec_async(&mut conn)
-            .await
+        let mut pipe = redis::pipe();
+        cancel_into(pipe.atomic(), &self.keys, id);
+        pipe.exec_async(&mut self.redis.clone()).await
     }
 
     /// Entries not yet fired, including those being published right now.
     pub async fn pending(&self) -> Result<u64, RedisError> {
-        let mut conn = self.redis.clone();
-        redis::cmd("ZCARD")
-            .arg(self.keys.timer_due())
-            .query_async(&mut conn)
-            .await
+        let mut pipe = redis::pipe();
+        for shard in 0..self.keys.timer_shards() {
+            pipe.zcard(self.keys.timer_due(shard));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(counts.iter().sum())
     }
 }
 
 /// The outcome of one [`claim`].
 #[derive(Debug, Clone)]
 pub struct Claim {
+    /// The shard claimed from.
+    pub shard: usize,
+    /// `false` when the shard is another timer's (nothing was claimed).
+    pub owned: bool,
     /// Redis' clock when the claim ran, in ms since the Unix epoch.
     pub now_ms: i64,
     /// The score every claimed entry now has: `now_ms` + the lease.
@@ -275,9 +283,14 @@ pub struct Claimed {
 /// Atomically claims up to `batch` due entries for `lease_ms`: until then
 /// no other timer sees them as due. Whoever claims must publish them and
 /// then [`ack`]; if it never does, they are due again when the lease ends.
+///
+/// From shard `shard`, only while the timer whose token is `owner` owns it
+/// (`None`: whoever owns it).
 pub async fn claim<C>(
     conn: &mut C,
     keys: &Keys,
+    shard: usize,
+    owner: Option<&str>,
     batch: usize,
     lease_ms: u64,
 ) -> Result<Claim, RedisError>
@@ -286,13 +299,17 @@ where
 {
     type Raw = (i64, i64, Option<i64>, i64, Vec<(String, String, i64)>);
     let (now_ms, leased_until, next_due_ms, scanned, entries): Raw = CLAIM
-        .key(keys.timer_due())
-        .key(keys.timer_entries())
+        .key(keys.timer_due(shard))
+        .key(keys.timer_entries(shard))
+        .key(keys.timer_owner(shard))
         .arg(batch)
         .arg(lease_ms)
+        .arg(owner.unwrap_or_default())
         .invoke_async(conn)
         .await?;
     Ok(Claim {
+        shard,
+        owned: scanned >= 0,
         now_ms,
         leased_until,
         next_due_ms,
@@ -309,6 +326,7 @@ where
 pub async fn ack<C>(
     conn: &mut C,
     keys: &Keys,
+    shard: usize,
     leased_until: i64,
     ids: &[String],
 ) -> Result<usize, RedisError>
@@ -318,8 +336,8 @@ where
     if ids.is_empty() {
         return Ok(0);
     }
-    ACK.key(keys.timer_due())
-        .key(keys.timer_entries())
+    ACK.key(keys.timer_due(shard))
+        .key(keys.timer_entries(shard))
         .arg(leased_until)
         .arg(ids)
         .invoke_async(conn)

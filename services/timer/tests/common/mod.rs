@@ -57,7 +57,7 @@ impl Harness {
         config.amqp_prefix = prefix.clone();
         config.amqp_queue_expires_ms = Some(60_000);
         tune(&mut config);
-        let keys = Keys::new(&prefix);
+        let keys = Keys::for_config(&config);
         let redis = dispatch_infra::redis::connect(&config).expect("redis");
         let scheduler = Scheduler::new(redis.clone(), keys.clone());
         let infra = CancellationToken::new();
@@ -184,12 +184,14 @@ impl Harness {
             handle.await.expect("timer task").expect("timer run");
         }
         let mut conn = self.redis.clone();
-        redis::cmd("DEL")
-            .arg(self.keys.timer_due())
-            .arg(self.keys.timer_entries())
-            .exec_async(&mut conn)
-            .await
-            .expect("DEL");
+        for shard in 0..self.keys.timer_shards() {
+            redis::cmd("DEL")
+                .arg(self.keys.timer_due(shard))
+                .arg(self.keys.timer_entries(shard))
+                .exec_async(&mut conn)
+                .await
+                .expect("DEL");
+        }
         let topology = self.broker.topology();
         let mut queues: Vec<String> = topology.queues().into_iter().map(|q| q.name).collect();
         queues.push(self.queue.clone());
