@@ -89,6 +89,7 @@ mod shards;
 pub use dispatch_infra::timer as store;
 mod wake;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -272,6 +273,13 @@ impl Timer {
         let mut broker_backoff = Backoff::new();
         let mut redis_backoff = Backoff::new();
         let mut broker_failed = false;
+        // Per shard: when its earliest entry is due (as of its last claim)
+        // and when it was last claimed. A shard is claimed again when that
+        // comes, after a wake-up (some shard got an earlier entry), or
+        // `timer_max_idle_ms` after its last claim, should a wake-up be
+        // missed: an idle shard costs one claim per `timer_max_idle_ms`.
+        let mut looked: HashMap<usize, (Option<i64>, std::time::Instant)> = HashMap::new();
+        let mut woken = true;
         let note = |done: Result<RoundOutcome, tokio::task::JoinError>,
                     failed: &mut bool,
                     backoff: &mut Backoff| match done {
@@ -317,9 +325,19 @@ impl Timer {
             let owned = self.shards.owned();
             let mut conn = self.redis.clone();
             let mut full = false;
-            let mut sleep = self.max_idle;
             let mut failed = None;
-            for shard in owned {
+            let local_now = now_ms();
+            let due_now = |shard: &usize| match looked.get(shard) {
+                None => true,
+                Some((next_due, at)) => {
+                    woken
+                        || at.elapsed() >= self.max_idle
+                        || next_due.is_some_and(|due| due <= local_now)
+                }
+            };
+            let to_claim: Vec<usize> = owned.iter().copied().filter(due_now).collect();
+            woken = false;
+            for shard in to_claim {
                 let claimed = store::claim(
                     &mut conn,
                     &self.keys,
@@ -338,12 +356,18 @@ impl Timer {
                         break;
                     }
                 };
-                full |= claim.scanned >= self.batch;
-                // Not full: everything due by `now_ms` was claimed, so the
-                // earliest score left is in the future.
-                if let Some(due) = claim.next_due_ms {
-                    let wait = u64::try_from(due - claim.now_ms).unwrap_or(0).max(1);
-                    sleep = sleep.min(Duration::from_millis(wait));
+                if claim.scanned >= self.batch {
+                    // More may be due: claim it again at once.
+                    full = true;
+                    looked.remove(&shard);
+                } else {
+                    // Everything due by `now_ms` was claimed, so the
+                    // earliest score left is in the future (on Redis'
+                    // clock; this host's is taken to agree).
+                    let next_due = claim
+                        .next_due_ms
+                        .map(|due| local_now + (due - claim.now_ms).max(1));
+                    looked.insert(shard, (next_due, std::time::Instant::now()));
                 }
                 if !claim.entries.is_empty() {
                     let span = tracing::info_span!(
@@ -375,9 +399,26 @@ impl Timer {
             if full {
                 continue;
             }
+            looked.retain(|shard, _| owned.contains(shard));
+            let now = now_ms();
+            let sleep = owned
+                .iter()
+                .map(|shard| match looked.get(shard) {
+                    None => Duration::ZERO,
+                    Some((next_due, at)) => {
+                        let idle = self.max_idle.saturating_sub(at.elapsed());
+                        let due = next_due.map_or(idle, |due| {
+                            Duration::from_millis(u64::try_from(due - now).unwrap_or(0))
+                        });
+                        idle.min(due)
+                    }
+                })
+                .min()
+                .unwrap_or(self.max_idle)
+                .max(Duration::from_millis(1));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => woken = true,
                 _ = tokio::time::sleep(sleep) => {}
             }
         }

@@ -130,7 +130,9 @@ async fn expired_lease_fires_again() {
         .expect("schedule");
     // A timer that claims and dies before publishing.
     let mut conn = h.redis.clone();
-    let claim = dispatch_timer::store::claim(&mut conn, &h.keys, 10, h.config.timer_lease_ms)
+    let shard = h.keys.timer_shard_of("orphan");
+    let lease = h.config.timer_lease_ms;
+    let claim = dispatch_timer::store::claim(&mut conn, &h.keys, shard, None, 10, lease)
         .await
         .expect("claim");
     assert_eq!(claim.entries.len(), 1);
@@ -138,7 +140,7 @@ async fn expired_lease_fires_again() {
     assert_eq!(claim.entries[0].due_ms, due);
     assert_eq!(claim.leased_until, claim.now_ms + 200);
     // Leased: a second claim does not see it.
-    let again = dispatch_timer::store::claim(&mut conn, &h.keys, 10, 200)
+    let again = dispatch_timer::store::claim(&mut conn, &h.keys, shard, None, 10, 200)
         .await
         .expect("claim");
     assert!(again.entries.is_empty());
@@ -170,6 +172,7 @@ async fn expired_lease_fires_again() {
     let acked = dispatch_timer::store::ack(
         &mut conn,
         &h.keys,
+        shard,
         claim.leased_until,
         &["orphan".to_owned()],
     )
