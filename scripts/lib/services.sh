@@ -415,7 +415,8 @@ _dev_rabbitmq_env() {
     # "[]." : no plugins, in particular no management plugin and its port.
     export RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins"
     # Erlang distribution listens on loopback only.
-    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} $(_dev_state_get "$dir" ERL_ARGS)"
     export ERL_CRASH_DUMP="$r/log/erl_crash.dump"
 
     # A private epmd (Erlang's node name registry) on its own loopback port,
@@ -444,7 +445,14 @@ _dev_start_rabbitmq() {
     sbin=$(_dev_rabbitmq_sbin) || return 1
     _dev_pick_port amqp || return 1
     _dev_pick_port dist || return 1
-    _dev_pick_port epmd || return 1
+    # A cluster's nodes share one epmd (DEV_RABBITMQ_EPMD_PORT), to find
+    # each other by name.
+    if [ -n "${DEV_RABBITMQ_EPMD_PORT:-}" ]; then
+        epmd=$DEV_RABBITMQ_EPMD_PORT
+    else
+        _dev_pick_port epmd || return 1
+    fi
+    _dev_state_set "$dir" ERL_ARGS "${DEV_RABBITMQ_ERL_ARGS:-}"
     # The node name stays the same across runs: RabbitMQ's database is tied to
     # it, so a changing name (e.g. one containing the port) would lose the
     # data of the persistent "run" instance. Uniqueness comes from the private
@@ -457,7 +465,15 @@ _dev_start_rabbitmq() {
     _dev_state_set "$dir" EPMD_PORT "$epmd"
 
     mkdir -p "$r/home" "$r/mnesia" "$r/log" "$r/conf.d"
-    if [ ! -s "$r/home/.erlang.cookie" ]; then
+    if [ -n "${DEV_RABBITMQ_COOKIE:-}" ]; then
+        # A cluster's nodes share one cookie.
+        rm -f "$r/home/.erlang.cookie"
+        (
+            umask 077
+            printf '%s' "$DEV_RABBITMQ_COOKIE" >"$r/home/.erlang.cookie"
+        )
+        chmod 400 "$r/home/.erlang.cookie"
+    elif [ ! -s "$r/home/.erlang.cookie" ]; then
         (
             umask 077
             head -c 24 /dev/urandom | od -An -vtx1 | tr -d ' \n' >"$r/home/.erlang.cookie"
@@ -790,4 +806,74 @@ dev_redis_cluster_down() {
         redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
     done <"$dir/PORTS"
     rm -f "$dir/PORTS"
+}
+
+# ---------------------------------------------------------------------------
+# RabbitMQ cluster (the cluster suite)
+# ---------------------------------------------------------------------------
+
+# dev_rabbitmq_cluster_up DIR: three RabbitMQ nodes on loopback, with data
+# under DIR/n1..n3 (wiped first), joined with `rabbitmqctl join_cluster`. They
+# share one private epmd and cookie, and run with busy-waiting off (+sbwt
+# none), so that three Erlang VMs share two cores. Exports
+# DISPATCH_TEST_AMQP_CLUSTER_URLS (the three nodes, comma-separated) and
+# DISPATCH_TEST_AMQP_CLUSTER_DIR (for dev_rabbitmq_cluster_down, and for
+# tests that stop and start a node: dev_rabbitmq_node DIR/nN stop|start).
+dev_rabbitmq_cluster_up() {
+    local dir=$1 i epmd cookie first urls="" saved_url=${DISPATCH_AMQP_URL:-}
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    _dev_pick_port epmd || return 1
+    cookie=$(head -c 24 /dev/urandom | od -An -vtx1 | tr -d ' \n')
+    for i in 1 2 3; do
+        mkdir -p "$dir/n$i"
+        : >"$dir/n$i/state"
+        _dev_state_set "$dir/n$i" FRESH 1
+        DEV_RABBITMQ_EPMD_PORT=$epmd DEV_RABBITMQ_COOKIE=$cookie \
+            DEV_RABBITMQ_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none" \
+            _dev_start_rabbitmq "$dir/n$i" "cluster-n$i" || return 1
+        urls="$urls${urls:+,}$DISPATCH_AMQP_URL"
+    done
+    first=$(_dev_state_get "$dir/n1" NODE)
+    for i in 2 3; do
+        _dev_rabbitmqctl_dir "$dir/n$i" -q stop_app >/dev/null &&
+            _dev_rabbitmqctl_dir "$dir/n$i" -q join_cluster "$first" >/dev/null &&
+            _dev_rabbitmqctl_dir "$dir/n$i" -q start_app >/dev/null || {
+            _dev_err "RabbitMQ node n$i could not join $first"
+            return 1
+        }
+    done
+    export DISPATCH_AMQP_URL=$saved_url
+    export DISPATCH_TEST_AMQP_CLUSTER_URLS=$urls
+    export DISPATCH_TEST_AMQP_CLUSTER_DIR=$dir
+}
+
+# dev_rabbitmq_node NODEDIR stop|start: stops a cluster node's RabbitMQ
+# application (the node stays in the cluster, its queues' replicas
+# elsewhere take over), or starts it again.
+dev_rabbitmq_node() {
+    local dir=$1 port end
+    case "$2" in
+    stop) _dev_rabbitmqctl_dir "$dir" -q stop_app >/dev/null ;;
+    start)
+        _dev_rabbitmqctl_dir "$dir" -q start_app >/dev/null || return 1
+        port=$(_dev_state_get "$dir" AMQP_PORT)
+        end=$((SECONDS + 60))
+        until _dev_tcp_open "$port"; do
+            [ "$SECONDS" -lt "$end" ] || return 1
+            sleep 0.2
+        done
+        ;;
+    *) return 2 ;;
+    esac
+}
+
+# dev_rabbitmq_cluster_down DIR: stops the three nodes.
+dev_rabbitmq_cluster_down() {
+    local dir=$1 i
+    for i in 1 2 3; do
+        [ -d "$dir/n$i" ] && _dev_stop_rabbitmq "$dir/n$i"
+    done
+    return 0
 }

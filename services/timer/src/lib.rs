@@ -349,8 +349,13 @@ impl Timer {
                 .await;
                 let claim = match claimed {
                     Ok(claim) if claim.owned => claim,
-                    // Taken over since the last rebalance: no longer ours.
-                    Ok(_) => continue,
+                    // Taken over since the last rebalance: no longer ours
+                    // (the next rebalance drops it; until then, look at it
+                    // no more often than an idle one).
+                    Ok(_) => {
+                        looked.insert(shard, (None, std::time::Instant::now()));
+                        continue;
+                    }
                     Err(e) => {
                         failed = Some(e);
                         break;

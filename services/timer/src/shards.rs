@@ -4,8 +4,9 @@
 //! Each live timer heartbeats into the `timers` sorted set, and owns about
 //! its share of the shards (`ceil(shards / live timers)`): an owner key per
 //! shard holds its token for two thirds of `timer_lease_ms`, renewed every
-//! third. A timer holding more than its share lets the extra ones go; one
-//! holding less takes shards nobody holds. A timer that dies stops
+//! third (or every 500 ms, if that is sooner). A timer holding more than
+//! its share lets the extra ones go; one holding less takes shards nobody
+//! holds, at its next round: a shard let go waits at most that long. A timer that dies stops
 //! renewing: its heartbeat and its owner keys are gone two thirds of a
 //! lease later, and the next round of another timer, within the third
 //! after, takes its shards over. So within a lease.
@@ -44,6 +45,9 @@ return 0
     )
 });
 
+/// The longest time between two rounds of a timer.
+const MAX_PERIOD: Duration = Duration::from_millis(500);
+
 /// This timer's shards, shared with the claiming loop.
 #[derive(Clone)]
 pub(crate) struct Shards {
@@ -70,6 +74,14 @@ impl Shards {
         }
     }
 
+    /// How often a timer heartbeats and rebalances: a third of a lease,
+    /// and at most [`MAX_PERIOD`], so that a shard let go by a timer over
+    /// its share (when another timer joins) waits at most that long for
+    /// the timer that takes it.
+    fn period(&self) -> Duration {
+        Duration::from_millis((self.lease_ms / 3).max(1)).min(MAX_PERIOD)
+    }
+
     /// How long an owner key and a heartbeat last unless renewed.
     fn hold_ms(&self) -> u64 {
         (self.lease_ms * 2 / 3).max(1)
@@ -84,14 +96,14 @@ impl Shards {
     /// lease until `shutdown`, then lets every shard go (another timer
     /// takes them at once instead of after the lease).
     pub(crate) async fn run(self, shutdown: CancellationToken) {
-        let period = Duration::from_millis((self.lease_ms / 3).max(1));
+        // The caller took the first share before starting the timer.
         loop {
-            if let Err(e) = self.rebalance().await {
-                tracing::warn!(error = %e, "cannot renew timer shards; retrying");
-            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(self.period()) => {}
+            }
+            if let Err(e) = self.rebalance().await {
+                tracing::warn!(error = %e, "cannot renew timer shards; retrying");
             }
         }
         let owned = std::mem::take(&mut *self.owned.write().unwrap_or_else(|e| e.into_inner()));
