@@ -745,20 +745,7 @@ dev_redis_cluster_up() {
     for i in 1 2 3 4 5 6; do
         _dev_pick_port port || return 1
         _dev_pick_port bus || return 1
-        mkdir -p "$dir/$port"
-        redis-server \
-            --port "$port" \
-            --cluster-port "$bus" \
-            --bind 127.0.0.1 \
-            --cluster-enabled yes \
-            --cluster-config-file "$dir/$port/nodes.conf" \
-            --cluster-node-timeout 2000 \
-            --dir "$dir/$port" \
-            --appendonly yes \
-            --save "" \
-            --daemonize yes \
-            --pidfile "$dir/$port/redis.pid" \
-            --logfile "$dir/$port/redis.log" || {
+        _dev_redis_cluster_node "$dir" "$port" "$bus" || {
             _dev_err "redis-server (cluster node $port) failed to start"
             return 1
         }
@@ -795,6 +782,62 @@ dev_redis_cluster_up() {
     done
     export DISPATCH_TEST_REDIS_CLUSTER_URL="redis://127.0.0.1:${ports[0]}/"
     export DISPATCH_TEST_REDIS_CLUSTER_DIR="$dir"
+}
+
+# _dev_redis_cluster_node DIR PORT BUS: starts (or restarts, from its files)
+# one node of the cluster in DIR.
+_dev_redis_cluster_node() {
+    local dir=$1 port=$2 bus=$3
+    mkdir -p "$dir/$port"
+    redis-server \
+        --port "$port" \
+        --cluster-port "$bus" \
+        --bind 127.0.0.1 \
+        --cluster-enabled yes \
+        --cluster-config-file "$dir/$port/nodes.conf" \
+        --cluster-node-timeout 2000 \
+        --dir "$dir/$port" \
+        --appendonly yes \
+        --save "" \
+        --daemonize yes \
+        --pidfile "$dir/$port/redis.pid" \
+        --logfile "$dir/$port/redis.log"
+}
+
+# dev_redis_cluster_kill DIR PORT: SIGKILL for the node on PORT, then waits
+# until the cluster is ok again without it (its replica promoted).
+dev_redis_cluster_kill() {
+    local dir=$1 port=$2 other end
+    kill -KILL "$(cat "$dir/$port/redis.pid")" 2>/dev/null || return 1
+    other=$(awk -v p="$port" '$1 != p {print $1; exit}' "$dir/PORTS")
+    sleep 1
+    end=$((SECONDS + 30))
+    until redis-cli -p "$other" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
+        [ "$SECONDS" -lt "$end" ] || {
+            _dev_err "the Redis Cluster did not recover from losing 127.0.0.1:$port"
+            return 1
+        }
+        sleep 0.2
+    done
+}
+
+# dev_redis_cluster_restart DIR PORT: starts the node on PORT again (it
+# comes back as a replica of the master promoted in its place) and waits
+# until every node sees the cluster ok.
+dev_redis_cluster_restart() {
+    local dir=$1 port=$2 bus p end
+    bus=$(awk -v p="$port" '$1 == p {print $2}' "$dir/PORTS")
+    _dev_redis_cluster_node "$dir" "$port" "$bus" || return 1
+    end=$((SECONDS + 30))
+    while read -r p _; do
+        until redis-cli -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
+            [ "$SECONDS" -lt "$end" ] || {
+                _dev_err "the Redis Cluster is not ok after restarting 127.0.0.1:$port"
+                return 1
+            }
+            sleep 0.2
+        done
+    done <"$dir/PORTS"
 }
 
 # dev_redis_cluster_down DIR: stops every node of the cluster in DIR.

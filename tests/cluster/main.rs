@@ -8,6 +8,8 @@
 //! these tests say so and pass, unless `DISPATCH_TEST_REQUIRE_CLUSTER` is
 //! set (as scripts/test sets it).
 
+mod chaos;
+
 use std::time::Duration;
 
 /// The cluster's seed URL and a standalone Redis's, or `None` (the test

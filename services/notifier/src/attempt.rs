@@ -14,6 +14,9 @@ use tracing::Instrument;
 
 use crate::{Attempt, Notifier, SLOT_WAIT, Target, count_attempt, sign};
 
+/// How long a notifier keeps trying to mark a delivered webhook.
+const MARK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What became of one try.
 pub(crate) enum Attempted {
     Delivered,
@@ -123,13 +126,40 @@ impl Notifier {
             ));
         }
         self.slots.succeeded(&to.endpoint);
-        let _: Result<(), _> = redis::cmd("SET")
+        // Waiting for replicas when asked: a mark lost with its master
+        // means the webhook is delivered again.
+        let mut mark = redis::pipe();
+        mark.cmd("SET")
             .arg(self.keys.webhook_delivered(&job.webhook_id))
             .arg(1)
             .arg("EX")
             .arg(self.config.record_ttl_secs)
-            .exec_async(&mut self.redis.clone())
-            .await;
+            .ignore();
+        let replicated = dispatch_infra::redis::Replicated::of(&self.config);
+        if let Some(replicated) = replicated {
+            replicated.append(&mut mark);
+        }
+        // The receiver has it: until this is marked, a duplicate job (an
+        // outbox recovered after its writer's mark was lost) would deliver
+        // it again. So a Redis that does not answer (a master failing
+        // over) is waited for here, for a while.
+        let started = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(100);
+        let reached: Result<Vec<i64>, _> = loop {
+            match mark.query_async(&mut self.redis.clone()).await {
+                Err(e) if started.elapsed() + wait < MARK_PATIENCE => {
+                    tracing::warn!(error = %e, "delivered, not marked yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => break other,
+            }
+        };
+        if let (Some(replicated), Ok(reached)) = (replicated, &reached)
+            && let Some(reached) = reached.first()
+        {
+            replicated.note(*reached, "delivered");
+        }
         tracing::debug!("webhook delivered");
         count_attempt(job.kind.as_str(), "delivered");
         let lag_ms = (now_ms() - job.event_at_ms).max(0);

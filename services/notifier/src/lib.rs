@@ -206,6 +206,17 @@ struct Notifier {
     gone: Arc<Mutex<HashSet<String>>>,
 }
 
+/// `KEYS[1]` a lock; `ARGV[1]` its holder's token. Deletes it if still
+/// theirs.
+static RELEASE_LOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
 #[derive(Debug, thiserror::Error)]
 enum NotifyError {
     #[error("redis: {0}")]
@@ -324,6 +335,40 @@ impl Notifier {
     }
 
     async fn deliver_in_turn(&self, job: WebhookJob) -> Result<(), NotifyError> {
+        // One delivery of a webhook at a time, whichever notifier holds
+        // its job: a job redelivered while its first delivery is still out
+        // (the broker lost the consumer's channel) waits for it, then
+        // finds it delivered.
+        let lock = self.keys.webhook_lock(&job.webhook_id);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let held_ms =
+            self.config.webhook_timeout_ms + self.config.webhook_connect_timeout_ms + 5_000;
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&lock)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(held_ms)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        if taken.is_none() {
+            count_attempt(job.kind.as_str(), "deferred");
+            let due_ms = now_ms() + BUSY_WAIT_MS as i64;
+            return self.later(&job, due_ms).await;
+        }
+        let result = self.deliver_locked(job).await;
+        let released: Result<i64, _> = RELEASE_LOCK
+            .key(&lock)
+            .arg(&token)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        if let Err(e) = released {
+            tracing::debug!(error = %e, "could not release a webhook's delivery lock; it expires");
+        }
+        result
+    }
+
+    async fn deliver_locked(&self, job: WebhookJob) -> Result<(), NotifyError> {
         let Some(destination) = self.destination(&job).await? else {
             return Ok(());
         };

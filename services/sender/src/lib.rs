@@ -102,7 +102,8 @@ pub async fn run_with(
     let keys = Keys::for_config(&config);
     let sender = Arc::new(Sender {
         engine: dispatch_flow::Engine::new(&config, redis.clone(), broker.clone()),
-        receipts: Receipts::new(redis.clone(), keys.clone(), config.record_ttl_secs),
+        receipts: Receipts::new(redis.clone(), keys.clone(), config.record_ttl_secs)
+            .replicated(dispatch_infra::redis::Replicated::of(&config)),
         providers: Providers::new(Duration::from_millis(config.provider_timeout_ms))?,
         public_only: match config.allow_private_provider_urls {
             true => Providers::new(Duration::from_millis(config.provider_timeout_ms))?,
@@ -160,6 +161,10 @@ struct Sender {
     scheduler: Scheduler,
     config: Config,
 }
+
+/// How long a sender keeps trying to record a provider's acceptance
+/// before it gives the command back (and a redelivery sends it again).
+const RECORD_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Whether a provider call waited for its turn, or went to wait for it at
 /// the timer (and is acked here).
@@ -447,15 +452,20 @@ impl Sender {
                 provider_message_id,
             }) => {
                 let scope = receipt_scope(&settings);
-                let parked = self
-                    .receipts
-                    .record_sent(
+                // The provider has it: until this is recorded, a
+                // redelivery would send it again. So a Redis that does not
+                // answer (a master failing over) is waited for here, with
+                // the lock and the delivery held, rather than handed back.
+                let conversation = self.conversation(command, &settings);
+                let parked = retry::in_place(RECORD_PATIENCE, || {
+                    self.receipts.record_sent(
                         &scope,
                         &provider_message_id,
                         target,
-                        self.conversation(command, &settings),
+                        conversation.clone(),
                     )
-                    .await?;
+                })
+                .await?;
                 if command.channel == Channel::Messenger {
                     self.record_last_sent(&scope, command, &provider_message_id)
                         .await?;

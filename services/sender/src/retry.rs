@@ -21,6 +21,33 @@ pub fn next_wait(attempt: u32, base_ms: u64, retry_after: Option<Duration>) -> D
     retry_after.map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
 }
 
+/// Runs `attempt` until it succeeds, for up to `patience`, waiting 100 ms
+/// and doubling up to 2 s between tries; the last error after that. For
+/// writes that must not be given up lightly (a provider's acceptance not
+/// yet recorded).
+pub async fn in_place<T, F, Fut>(
+    patience: std::time::Duration,
+    mut attempt: F,
+) -> Result<T, redis::RedisError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+{
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) if started.elapsed() + wait < patience => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "not recorded yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

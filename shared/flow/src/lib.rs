@@ -143,7 +143,8 @@ impl Engine {
         let keys = Keys::for_config(config);
         Self {
             store: WorkflowStore::new(redis.clone(), keys.clone(), config.record_ttl_secs)
-                .waking_within(config.timer_max_idle_ms),
+                .waking_within(config.timer_max_idle_ms)
+                .replicated(dispatch_infra::redis::Replicated::of(config)),
             scheduler: Scheduler::new(redis, keys),
             broker,
             expiry_unit_ms: config.expiry_time_unit_ms,

@@ -64,12 +64,25 @@ pub struct Config {
     /// answers 503.
     pub publish_timeout_ms: u64,
     /// `redis://`, or `rediss://` for TLS; `username:password@` for an ACL
-    /// user.
+    /// user. On a cluster, one or more seed nodes (commas between them, or
+    /// a list in the file).
+    #[serde(deserialize_with = "one_or_many_urls")]
     pub redis_url: String,
     /// With a `rediss://` URL: a PEM file of the certificate authorities
     /// to trust instead of the system's (a private CA, or the server's
     /// self-signed certificate).
     pub redis_tls_ca_file: Option<String>,
+    /// Replicas that must have a hand-off write before it counts as done
+    /// (`WAIT`): the workflow's compare-and-set, the sender's record of a
+    /// provider's acceptance, the notifier's delivered mark. Redis
+    /// replicates asynchronously, so a master lost right after such a
+    /// write can lose it (a second provider call, a second webhook). `0`:
+    /// do not wait. Only with replicas: without, every such write waits
+    /// `redis_wait_timeout_ms`.
+    pub redis_wait_replicas: u32,
+    /// How long a hand-off write waits for `redis_wait_replicas`; past it,
+    /// the write stands, counted in `dispatch_redis_wait_short_total`.
+    pub redis_wait_timeout_ms: u64,
     /// Talk to a Redis Cluster: `redis_url` is then one of its nodes, and
     /// keys carry hash tags so that what one script touches shares a slot.
     pub redis_cluster: bool,
@@ -386,6 +399,8 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379/".into(),
             redis_tls_ca_file: None,
             redis_cluster: false,
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: 200,
             redis_prefix: "dispatch".into(),
             max_body_bytes: 256 * 1024,
             max_workflow_steps: 10,
@@ -481,10 +496,22 @@ impl Config {
         for url in self.amqp_urls() {
             check_url(url, &["amqp", "amqps"]).or_else(|why| bad("amqp_url", &why))?;
         }
-        check_url(&self.redis_url, &["redis", "rediss", "unix", "redis+unix"])
-            .or_else(|why| bad("redis_url", &why))?;
+        let redis_urls = self.redis_urls();
+        if redis_urls.is_empty() {
+            return bad("redis_url", "names no Redis");
+        }
+        if redis_urls.len() > 1 && !self.redis_cluster {
+            return bad(
+                "redis_url",
+                "names several nodes, which only a Redis Cluster has (redis_cluster)",
+            );
+        }
+        for url in redis_urls {
+            check_url(url, &["redis", "rediss", "unix", "redis+unix"])
+                .or_else(|why| bad("redis_url", &why))?;
+        }
         if let Some(path) = &self.redis_tls_ca_file {
-            if !self.redis_url.starts_with("rediss://") {
+            if !self.redis_urls().iter().all(|u| u.starts_with("rediss://")) {
                 return bad(
                     "redis_tls_ca_file",
                     "is for TLS: set a rediss:// redis_url, or leave it out",
@@ -682,6 +709,17 @@ impl Config {
 }
 
 impl Config {
+    /// The Redis nodes of `redis_url`: one, or on a cluster any number of
+    /// seeds (separated by commas), so that a process can start, and find
+    /// the cluster again, while one of them is down.
+    pub fn redis_urls(&self) -> Vec<&str> {
+        self.redis_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
     /// The RabbitMQ nodes of `amqp_url`, in order.
     pub fn amqp_urls(&self) -> Vec<&str> {
         self.amqp_url

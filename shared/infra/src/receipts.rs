@@ -119,6 +119,8 @@ pub struct Receipts {
     redis: Redis,
     keys: Keys,
     ttl_secs: u64,
+    /// Replicas a send record waits for (`redis_wait_replicas`).
+    replicated: Option<crate::redis::Replicated>,
 }
 
 impl Receipts {
@@ -127,7 +129,15 @@ impl Receipts {
             redis,
             keys,
             ttl_secs,
+            replicated: None,
         }
+    }
+
+    /// Makes every send record wait for replicas (`WAIT`): a send record
+    /// lost with its master means a second provider call.
+    pub fn replicated(mut self, replicated: Option<crate::redis::Replicated>) -> Self {
+        self.replicated = replicated;
+        self
     }
 
     /// The message `receipt` is about among those sent through the record
@@ -184,6 +194,9 @@ impl Receipts {
             .arg("EX")
             .arg(self.ttl_secs)
             .ignore();
+        if let Some(replicated) = self.replicated {
+            replicated.append(&mut pipe);
+        }
         if let Some((key, value)) = conversation {
             pipe.cmd("SET")
                 .arg(key)
@@ -192,7 +205,10 @@ impl Receipts {
                 .arg(self.ttl_secs)
                 .ignore();
         }
-        pipe.exec_async(&mut self.redis.clone()).await?;
+        let reached: Vec<i64> = pipe.query_async(&mut self.redis.clone()).await?;
+        if let (Some(replicated), Some(reached)) = (self.replicated, reached.first()) {
+            replicated.note(*reached, "sent");
+        }
         self.map(scope, provider_id, target).await
     }
 

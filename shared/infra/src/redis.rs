@@ -20,7 +20,9 @@
 //! can share one Redis. The layout is written down here once; services
 //! build keys only through [`Keys`].
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -33,14 +35,84 @@ use crate::config::Config;
 #[derive(Clone)]
 pub enum Redis {
     Standalone(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<Cluster>),
+}
+
+/// The cluster connection, made again from the seeds when commands keep
+/// failing for want of a node: the redis crate's connection (1.8) did not
+/// find its way back after a master was killed and its replica promoted
+/// (`tests/cluster/chaos.rs`), while a new one, asking a live seed for the
+/// slots, does at once.
+pub struct Cluster {
+    client: redis::cluster::ClusterClient,
+    connection: RwLock<ClusterConnection>,
+    /// Failures in a row for want of a node.
+    failures: AtomicU32,
+    rebuilt: Mutex<Instant>,
+}
+
+/// Failures in a row after which the cluster connection is made again,
+/// and the least time between two rebuilds.
+const REBUILD_AFTER: u32 = 3;
+const REBUILD_EVERY: Duration = Duration::from_secs(1);
+
+impl Cluster {
+    fn connection(&self) -> ClusterConnection {
+        self.connection
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Counts an outcome; rebuilds the connection after enough failures
+    /// that a node's loss explains (I/O, timeouts, no connection to the
+    /// slot's node).
+    fn note<T>(&self, result: &redis::RedisResult<T>) {
+        match result {
+            Ok(_) => self.failures.store(0, Ordering::Relaxed),
+            Err(e)
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.kind() == redis::ErrorKind::ClusterConnectionNotFound =>
+            {
+                if self.failures.fetch_add(1, Ordering::Relaxed) + 1 < REBUILD_AFTER {
+                    return;
+                }
+                let mut rebuilt = self.rebuilt.lock().unwrap_or_else(|e| e.into_inner());
+                if rebuilt.elapsed() < REBUILD_EVERY {
+                    return;
+                }
+                *rebuilt = Instant::now();
+                self.failures.store(0, Ordering::Relaxed);
+                let fresh = self
+                    .client
+                    .get_pending_async_connection_with_config(cluster_settings());
+                *self.connection.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                tracing::warn!(error = %e, "Redis Cluster commands keep failing; connecting to it again from its seeds");
+                metrics::counter!("dispatch_redis_cluster_reconnects_total").increment(1);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn cluster_settings() -> redis::cluster::ClusterConfig {
+    redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(CONNECTION_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
 }
 
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Redis::Standalone(c) => c.req_packed_command(cmd),
-            Redis::Cluster(c) => c.req_packed_command(cmd),
+            Redis::Cluster(cluster) => Box::pin(async move {
+                let result = cluster.connection().req_packed_command(cmd).await;
+                cluster.note(&result);
+                result
+            }),
         }
     }
 
@@ -52,32 +124,12 @@ impl ConnectionLike for Redis {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Redis::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
-            Redis::Cluster(c) => {
-                let runs = slot_runs(pipeline);
-                if pipeline.is_transaction() || runs.len() <= 1 {
-                    return c.req_packed_commands(pipeline, offset, count);
-                }
-                Box::pin(async move {
-                    let mut values = Vec::with_capacity(pipeline.len());
-                    for run in runs {
-                        let mut part = redis::pipe();
-                        for cmd in run {
-                            part.add_command(cmd.clone());
-                        }
-                        let answered = c.req_packed_commands(&part, 0, part.len()).await?;
-                        // A run that failed ends the pipeline: what follows
-                        // may count on it (a record written only after what
-                        // must not be missing from it).
-                        if let Some(Value::ServerError(e)) =
-                            answered.iter().find(|v| matches!(v, Value::ServerError(_)))
-                        {
-                            return Err(e.clone().into());
-                        }
-                        values.extend(answered);
-                    }
-                    Ok(values)
-                })
-            }
+            Redis::Cluster(cluster) => Box::pin(async move {
+                let result =
+                    cluster_pipeline(&mut cluster.connection(), pipeline, offset, count).await;
+                cluster.note(&result);
+                result
+            }),
         }
     }
 
@@ -87,6 +139,37 @@ impl ConnectionLike for Redis {
             Redis::Cluster(_) => 0,
         }
     }
+}
+
+/// A pipeline on a cluster: as it is when it keeps to one slot (or is a
+/// transaction, which must), else run by run, in order, stopping at the
+/// first run that fails: what follows may count on it (a record written
+/// only after what must not be missing from it).
+async fn cluster_pipeline(
+    c: &mut ClusterConnection,
+    pipeline: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> redis::RedisResult<Vec<Value>> {
+    let runs = slot_runs(pipeline);
+    if pipeline.is_transaction() || runs.len() <= 1 {
+        return c.req_packed_commands(pipeline, offset, count).await;
+    }
+    let mut values = Vec::with_capacity(pipeline.len());
+    for run in runs {
+        let mut part = redis::pipe();
+        for cmd in run {
+            part.add_command(cmd.clone());
+        }
+        let answered = c.req_packed_commands(&part, 0, part.len()).await?;
+        if let Some(Value::ServerError(e)) =
+            answered.iter().find(|v| matches!(v, Value::ServerError(_)))
+        {
+            return Err(e.clone().into());
+        }
+        values.extend(answered);
+    }
+    Ok(values)
 }
 
 /// The first key a command names (`None`: it names none, or names them
@@ -160,12 +243,49 @@ fn crc16_xmodem(data: &[u8]) -> u16 {
     crc
 }
 
+/// Waiting for replicas after a hand-off write (`redis_wait_replicas`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicated {
+    pub replicas: u32,
+    pub timeout_ms: u64,
+}
+
+impl Replicated {
+    /// `None` when the configuration asks for no waiting.
+    pub fn of(config: &Config) -> Option<Self> {
+        (config.redis_wait_replicas > 0).then_some(Self {
+            replicas: config.redis_wait_replicas,
+            timeout_ms: config.redis_wait_timeout_ms,
+        })
+    }
+
+    /// Appends `WAIT` to `pipe`, right after the write it follows: on a
+    /// cluster it names no key, so it joins that write's run and reaches
+    /// the same master. Its answer (replicas reached) comes last.
+    pub fn append(self, pipe: &mut Pipeline) {
+        pipe.cmd("WAIT").arg(self.replicas).arg(self.timeout_ms);
+    }
+
+    /// Counts a `WAIT` that reached fewer replicas than asked.
+    pub fn note(self, reached: i64, what: &'static str) {
+        if reached < i64::from(self.replicas) {
+            metrics::counter!("dispatch_redis_wait_short_total", "write" => what).increment(1);
+            tracing::warn!(
+                reached,
+                wanted = self.replicas,
+                write = what,
+                "a hand-off write reached fewer Redis replicas than redis_wait_replicas"
+            );
+        }
+    }
+}
+
 /// A client for `redis_url`: `rediss://` speaks TLS, trusting the
 /// system's certificate authorities or, when `redis_tls_ca_file` is set,
 /// those of that PEM file only (a private CA, a self-signed certificate);
 /// `username:password@` authenticates as an ACL user.
 pub fn client(config: &Config) -> Result<redis::Client, redis::RedisError> {
-    let url = config.redis_url.as_str();
+    let url = config.redis_urls().first().copied().unwrap_or_default();
     match tls_certificates(config)? {
         None => redis::Client::open(url),
         Some(certificates) => redis::Client::build_with_tls(url, certificates),
@@ -196,20 +316,21 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// cluster `redis_url` is a node of with `redis_cluster`, else to it.
 pub fn connect(config: &Config) -> Result<Redis, redis::RedisError> {
     if config.redis_cluster {
-        let mut builder = redis::cluster::ClusterClientBuilder::new([config.redis_url.as_str()])
+        let mut builder = redis::cluster::ClusterClientBuilder::new(config.redis_urls())
             .connection_timeout(CONNECTION_TIMEOUT)
             .response_timeout(RESPONSE_TIMEOUT)
             .retries(3);
         if let Some(certificates) = tls_certificates(config)? {
             builder = builder.certs(certificates);
         }
-        let settings = redis::cluster::ClusterConfig::new()
-            .set_connection_timeout(CONNECTION_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT);
-        let connection = builder
-            .build()?
-            .get_pending_async_connection_with_config(settings);
-        return Ok(Redis::Cluster(connection));
+        let client = builder.build()?;
+        let connection = client.get_pending_async_connection_with_config(cluster_settings());
+        return Ok(Redis::Cluster(Arc::new(Cluster {
+            client,
+            connection: RwLock::new(connection),
+            failures: AtomicU32::new(0),
+            rebuilt: Mutex::new(Instant::now()),
+        })));
     }
     let settings = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECTION_TIMEOUT))
@@ -363,6 +484,13 @@ impl Keys {
     /// duplicate job is not delivered again.
     pub fn webhook_delivered(&self, webhook_id: &str) -> String {
         format!("{}:webhook:{}:delivered", self.prefix, self.tag(webhook_id))
+    }
+
+    /// String: the token of the notifier delivering this webhook right now,
+    /// so that a duplicate job (a redelivery while the first is still out)
+    /// waits instead of delivering it a second time.
+    pub fn webhook_lock(&self, webhook_id: &str) -> String {
+        format!("{}:webhook:{}:lock", self.prefix, self.tag(webhook_id))
     }
 
     /// List of a webhook's failed attempts (JSON), oldest first.

@@ -220,6 +220,8 @@ pub struct WorkflowStore {
     /// Timer entries due sooner than this wake the timers up
     /// (`timer_max_idle_ms`: they look at least that often anyway).
     wake_within_ms: i64,
+    /// Replicas each compare-and-set waits for (`redis_wait_replicas`).
+    replicated: Option<crate::redis::Replicated>,
 }
 
 impl WorkflowStore {
@@ -229,7 +231,14 @@ impl WorkflowStore {
             keys,
             ttl_secs,
             wake_within_ms: 1_000,
+            replicated: None,
         }
+    }
+
+    /// Makes every compare-and-set wait for replicas (`WAIT`).
+    pub fn replicated(mut self, replicated: Option<crate::redis::Replicated>) -> Self {
+        self.replicated = replicated;
+        self
     }
 
     /// Wakes timers up for entries due within `ms` (`timer_max_idle_ms`).
@@ -411,8 +420,11 @@ impl WorkflowStore {
             .arg(write.current.map(|c| c.to_string()).unwrap_or_default())
             .arg(undone);
         pipe.invoke_script(&invocation);
+        if let Some(replicated) = self.replicated {
+            replicated.append(&mut pipe);
+        }
         let mut conn = self.redis.clone();
-        let (written,): (i64,) = match pipe.query_async(&mut conn).await {
+        let answers: Vec<i64> = match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 // Everything before the script is an idempotent upsert.
                 WRITE.load_async(&mut conn).await?;
@@ -420,7 +432,10 @@ impl WorkflowStore {
             }
             other => other?,
         };
-        if written != 1 {
+        if let (Some(replicated), Some(reached)) = (self.replicated, answers.get(1)) {
+            replicated.note(*reached, "workflow");
+        }
+        if answers.first() != Some(&1) {
             return Ok(false);
         }
         if !write.cancel.is_empty() || write.in_flight != 0 {
