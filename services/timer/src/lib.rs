@@ -17,7 +17,9 @@
 //!
 //! # Storage
 //!
-//! Two Redis structures per deployment ([`Keys`]):
+//! Two Redis structures per timer shard ([`Keys`]; entries go to one of
+//! `timer_shards` shards by their id, and each timer owns about its share
+//! of the shards, see `shards`):
 //!
 //! - `timer_due`, a sorted set: member = entry id, score = when it is due,
 //!   in ms since the Unix epoch (while a timer holds it, the end of its
@@ -28,11 +30,14 @@
 //!
 //! [`Scheduler::schedule`] writes both in one Lua script (an upsert: the
 //! same id again replaces the entry and moves its deadline), and
-//! [`Scheduler::cancel`] removes both in one transaction.
+//! [`Scheduler::cancel`] removes both in one transaction; a workflow's
+//! write does the same with plain commands in its pipeline. The two keys of
+//! a shard share a hash tag on a Redis Cluster.
 //!
 //! # Firing: claim, publish, ack
 //!
-//! 1. **Claim** ([`store::claim`], one Lua script): take up to
+//! 1. **Claim** ([`store::claim`], one Lua script per owned shard, which
+//!    checks that the shard is still this timer's): take up to
 //!    `timer_batch` members scored ≤ now (Redis' clock, `TIME`) and re-score
 //!    each to now + `timer_lease_ms`, returning id, entry JSON and original
 //!    due time, plus the leased score. Being atomic, a claim hands an entry
@@ -144,7 +149,7 @@ pub async fn run_with(
     // rounds in flight are done.
     let wake = Arc::new(Notify::new());
     let listener = tokio::spawn(wake::listen(
-        dispatch_infra::redis::client(&config)?,
+        dispatch_infra::redis::clients(&config)?,
         keys.timer_wake(),
         wake.clone(),
         shutdown.clone(),

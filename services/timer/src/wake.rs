@@ -17,17 +17,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// `shutdown`, resubscribing with capped exponential backoff whenever the
 /// subscription cannot be made or drops. While it is down, the timer still
 /// looks at Redis every `timer_max_idle_ms`.
+///
+/// `clients` are tried in turn, one per attempt: on a cluster, a message
+/// published on any node reaches subscribers on every node, so any seed
+/// that answers will do.
 pub(crate) async fn listen(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
+    let mut attempt = 0usize;
     loop {
+        let Some(client) = clients.get(attempt % clients.len().max(1)) else {
+            return;
+        };
+        attempt += 1;
         let subscribed = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(CONNECT_TIMEOUT, subscribe(&client, &channel)) => r,
+            r = tokio::time::timeout(CONNECT_TIMEOUT, subscribe(client, &channel)) => r,
         };
         match subscribed {
             Ok(Ok(pubsub)) => {

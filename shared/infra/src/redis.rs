@@ -286,6 +286,21 @@ impl Replicated {
 /// `username:password@` authenticates as an ACL user.
 pub fn client(config: &Config) -> Result<redis::Client, redis::RedisError> {
     let url = config.redis_urls().first().copied().unwrap_or_default();
+    client_of(config, url)
+}
+
+/// A client for each node `redis_url` names (on a cluster, each seed):
+/// for what must reach some node when one is down (the timer's wake-up
+/// subscription, which a cluster relays from every node).
+pub fn clients(config: &Config) -> Result<Vec<redis::Client>, redis::RedisError> {
+    config
+        .redis_urls()
+        .into_iter()
+        .map(|url| client_of(config, url))
+        .collect()
+}
+
+fn client_of(config: &Config, url: &str) -> Result<redis::Client, redis::RedisError> {
     match tls_certificates(config)? {
         None => redis::Client::open(url),
         Some(certificates) => redis::Client::build_with_tls(url, certificates),
