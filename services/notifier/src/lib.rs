@@ -206,17 +206,6 @@ struct Notifier {
     gone: Arc<Mutex<HashSet<String>>>,
 }
 
-/// `KEYS[1]` a lock; `ARGV[1]` its holder's token. Deletes it if still
-/// theirs.
-static RELEASE_LOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
 #[derive(Debug, thiserror::Error)]
 enum NotifyError {
     #[error("redis: {0}")]
@@ -357,12 +346,7 @@ impl Notifier {
             return self.later(&job, due_ms).await;
         }
         let result = self.deliver_locked(job).await;
-        let released: Result<i64, _> = RELEASE_LOCK
-            .key(&lock)
-            .arg(&token)
-            .invoke_async(&mut self.redis.clone())
-            .await;
-        if let Err(e) = released {
+        if let Err(e) = dispatch_infra::token::release(&self.redis, &lock, &token).await {
             tracing::debug!(error = %e, "could not release a webhook's delivery lock; it expires");
         }
         result

@@ -17,26 +17,6 @@ pub struct Lock {
     pub ms: u64,
 }
 
-static REFRESH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-",
-    )
-});
-
-static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
 impl Lock {
     /// Extends the lock; `false` when it expired (another sender may have
     /// sent the message meanwhile: the redelivery will find out).
@@ -46,21 +26,10 @@ impl Lock {
 
     /// Extends the lock to `ms` from now; `false` when it expired.
     pub async fn hold(&self, conn: &mut Redis, ms: u64) -> Result<bool, redis::RedisError> {
-        let held: i64 = REFRESH
-            .key(&self.key)
-            .arg(&self.token)
-            .arg(ms)
-            .invoke_async(conn)
-            .await?;
-        Ok(held == 1)
+        dispatch_infra::token::extend(conn, &self.key, &self.token, ms).await
     }
 
     pub async fn release(&self, conn: &mut Redis) -> Result<(), redis::RedisError> {
-        let _: i64 = RELEASE
-            .key(&self.key)
-            .arg(&self.token)
-            .invoke_async(conn)
-            .await?;
-        Ok(())
+        dispatch_infra::token::release(conn, &self.key, &self.token).await
     }
 }

@@ -22,29 +22,6 @@ use std::time::Duration;
 use dispatch_infra::redis::{Keys, Redis};
 use tokio_util::sync::CancellationToken;
 
-/// `KEYS[1]` owner; `ARGV` token, lease ms. Extends the lease if it is
-/// still ours.
-static RENEW: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-",
-    )
-});
-
-/// `KEYS[1]` owner; `ARGV` token. Lets the shard go if it is ours.
-static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
 /// The longest time between two rounds of a timer.
 const MAX_PERIOD: Duration = Duration::from_millis(500);
 
@@ -134,13 +111,10 @@ impl Shards {
         let target = share(self.keys.timer_shards(), live);
         let mut kept = Vec::new();
         for shard in self.owned() {
-            let renewed: i64 = RENEW
-                .key(self.keys.timer_owner(shard))
-                .arg(&self.token)
-                .arg(self.hold_ms())
-                .invoke_async(&mut conn)
-                .await?;
-            if renewed == 1 {
+            let owner = self.keys.timer_owner(shard);
+            if dispatch_infra::token::extend(&self.redis, &owner, &self.token, self.hold_ms())
+                .await?
+            {
                 kept.push(shard);
             }
         }
@@ -181,12 +155,8 @@ impl Shards {
     }
 
     async fn release(&self, shard: usize) -> Result<(), redis::RedisError> {
-        let _: i64 = RELEASE
-            .key(self.keys.timer_owner(shard))
-            .arg(&self.token)
-            .invoke_async(&mut self.redis.clone())
-            .await?;
-        Ok(())
+        let owner = self.keys.timer_owner(shard);
+        dispatch_infra::token::release(&self.redis, &owner, &self.token).await
     }
 }
 

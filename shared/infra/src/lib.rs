@@ -18,6 +18,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod timer;
+pub mod token;
 
 pub use config::Config;
 
