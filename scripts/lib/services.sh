@@ -738,6 +738,7 @@ dev_rabbitmqctl() {
 dev_redis_cluster_up() {
     local dir=$1 i port bus end
     local -a ports=() nodes=()
+    dev_redis_cluster_down "$dir"
     rm -rf "$dir"
     mkdir -p "$dir"
     # Absolute: redis-server changes to its --dir before opening its files.
@@ -844,6 +845,7 @@ dev_redis_cluster_restart() {
 dev_redis_cluster_down() {
     local dir=$1 port bus pid
     [ -f "$dir/PORTS" ] || return 0
+    dir=$(cd "$dir" && pwd)
     while read -r port bus; do
         pid=$(cat "$dir/$port/redis.pid" 2>/dev/null) || continue
         redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
@@ -864,6 +866,8 @@ dev_redis_cluster_down() {
 # tests that stop and start a node: dev_rabbitmq_node DIR/nN stop|start).
 dev_rabbitmq_cluster_up() {
     local dir=$1 i epmd cookie first urls="" saved_url=${DISPATCH_AMQP_URL:-}
+    # Nodes an earlier run left behind (killed before its exit trap ran).
+    dev_rabbitmq_cluster_down "$dir"
     rm -rf "$dir"
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
@@ -915,6 +919,9 @@ dev_rabbitmq_node() {
 # dev_rabbitmq_cluster_down DIR: stops the three nodes.
 dev_rabbitmq_cluster_down() {
     local dir=$1 i
+    [ -d "$dir" ] || return 0
+    # Absolute, as dev_rabbitmq_cluster_up tagged the nodes' processes.
+    dir=$(cd "$dir" && pwd)
     for i in 1 2 3; do
         [ -d "$dir/n$i" ] && _dev_stop_rabbitmq "$dir/n$i"
     done
