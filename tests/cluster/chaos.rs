@@ -331,6 +331,28 @@ impl Run {
                     report["status"], view["status"]
                 ));
             }
+            // The messages the report lists are those the lookup says were
+            // sent (their statuses may move on after it: a late receipt).
+            let listed = |messages: &Value, sent_only: bool| {
+                let mut ids: Vec<String> = messages
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|m| !sent_only || m.get("sent_at").is_some())
+                    .filter_map(|m| m["message_uuid"].as_str().map(str::to_owned))
+                    .collect();
+                ids.sort();
+                ids
+            };
+            let (reported, sent) = (
+                listed(&report["_links"]["messages"], false),
+                listed(&view["messages"], true),
+            );
+            if reported.is_empty() || reported != sent {
+                disagree.push(format!(
+                    "{id}: report lists {reported:?}, lookup sent {sent:?}"
+                ));
+            }
         }
         println!(
             "{what}: {} dispatches answered 202, {refused} not; {} final reports for them \
