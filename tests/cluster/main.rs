@@ -1,7 +1,8 @@
 //! Against a real Redis Cluster (3 masters, 3 replicas on loopback, made by
 //! `scripts/lib/services.sh`): what only a cluster can show. The failover
 //! and API suites run against the same cluster unchanged (scripts/test,
-//! "cluster" stage).
+//! "cluster" stage); losing a node of it, and of a RabbitMQ cluster, under
+//! load is `chaos` (release builds only: the "chaos" stage).
 //!
 //! `DISPATCH_TEST_REDIS_CLUSTER_URL` names a node of the cluster and
 //! `DISPATCH_TEST_REDIS_STANDALONE_URL` a standalone Redis; without them
