@@ -72,6 +72,9 @@ async fn a_dispatch_is_confirmed_queued_and_visible() {
     assert_eq!(view["status"], "in_progress");
     assert_eq!(view["messages"][0]["channel"], "whatsapp");
     assert_eq!(view["messages"][1]["channel"], "sms");
+    // The second step was never sent: no status of a message.
+    assert_eq!(view["messages"][1]["status"], "not_sent", "{view}");
+    assert!(view["messages"][1].get("timestamp").is_none(), "{view}");
     // A dispatch is not a message, and vice versa.
     let (status, _) = send(app.get(&format!("/v0.1/messages/{id}"), &app.account)).await;
     assert_eq!(status, 404);

@@ -11,6 +11,7 @@ mod auth;
 mod callbacks;
 mod connections;
 mod dead_letters;
+mod idempotency;
 mod isolation;
 mod outage;
 mod providers;

@@ -47,13 +47,19 @@ async fn no_broker_means_503_and_nothing_sent() {
     assert_eq!(status, 503);
     assert_eq!(body["checks"]["rabbitmq"], "down");
     assert_eq!(body["checks"]["redis"], "up");
-    let (status, body) = app.post_json("/v0.1/dispatch", &cases::two_steps()).await;
+    // A 503 keeps nothing of its Idempotency-Key, so the retry may work.
+    let keyed = || {
+        app.post("/v0.1/dispatch", &app.account)
+            .header("idempotency-key", "retry-after-503")
+            .json(&cases::two_steps())
+    };
+    let (status, body) = send(keyed()).await;
     assert_problem(status, &body, 503);
 
     // The broker comes back: ingest reconnects by itself.
     proxy.restore();
     wait_for_readyz(&app, 200).await;
-    let (status, body) = app.post_json("/v0.1/dispatch", &cases::two_steps()).await;
+    let (status, body) = send(keyed()).await;
     assert_eq!(status, 202, "{body}");
     // Only the request answered 202 is on the queue.
     assert_eq!(app.drain_queued().await.len(), 1);

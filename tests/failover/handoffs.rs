@@ -87,6 +87,7 @@ async fn ingest_killed_between_its_write_and_its_publish_still_sends_once() {
             .client()
             .post(format!("http://127.0.0.1:{port}/v0.1/dispatch"))
             .basic_auth(&sys.api_key, Some(&sys.api_secret))
+            .header("idempotency-key", "order-4711")
             .json(&body)
             .send()
             .await;
@@ -100,6 +101,20 @@ async fn ingest_killed_between_its_write_and_its_publish_still_sends_once() {
         .await
         .parse()
         .expect("a workflow id");
+    // The client retries with its key, on another ingest: the answer it
+    // never got, not a second workflow.
+    let retry = sys
+        .client()
+        .post(format!("{}/v0.1/dispatch", sys.url))
+        .basic_auth(&sys.api_key, Some(&sys.api_secret))
+        .header("idempotency-key", "order-4711")
+        .json(&body)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(retry.status(), 202);
+    let retry: serde_json::Value = retry.json().await.expect("json");
+    assert_eq!(retry["dispatch_uuid"], id.to_string());
 
     // The outbox's recovery publishes the first send.
     let report = sys.final_report(id).await;

@@ -37,8 +37,9 @@ fn random_string(len: usize) -> String {
         .collect()
 }
 
-fn sha256_hex(s: &str) -> String {
-    let digest = Sha256::digest(s.as_bytes());
+/// SHA-256 of `bytes`, in lower-case hex.
+pub(crate) fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    let digest = Sha256::digest(bytes.as_ref());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

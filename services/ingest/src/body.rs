@@ -24,6 +24,41 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = json_bytes(req, state).await?;
+        Ok(JsonBody(parse(&bytes)?))
+    }
+}
+
+/// A JSON body with the SHA-256 of its bytes (hex), which tells two
+/// requests under one `Idempotency-Key` apart.
+pub struct HashedJson<T> {
+    pub value: T,
+    pub sha256: String,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for HashedJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = json_bytes(req, state).await?;
+        Ok(HashedJson {
+            value: parse(&bytes)?,
+            sha256: crate::accounts::sha256_hex(&bytes),
+        })
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match parse_json(bytes) {
+        Ok(value) => Ok(value),
+        Err(JsonError::Malformed(e)) => Err(ApiError::MalformedJson(e)),
+        Err(JsonError::Invalid(p)) => Err(ApiError::Invalid(vec![p])),
+    }
+}
+
+/// The bytes of a JSON body, after every check but its syntax.
+async fn json_bytes(req: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    {
         let limit = state.config.max_body_bytes;
         let headers = req.headers();
         let declared_len = headers
@@ -47,11 +82,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if content_type.is_none() {
             return Err(ApiError::UnsupportedMediaType);
         }
-        match parse_json(&bytes) {
-            Ok(value) => Ok(JsonBody(value)),
-            Err(JsonError::Malformed(e)) => Err(ApiError::MalformedJson(e)),
-            Err(JsonError::Invalid(p)) => Err(ApiError::Invalid(vec![p])),
-        }
+        Ok(bytes)
     }
 }
 

@@ -64,6 +64,15 @@ pub enum ApiError {
     /// `type`).
     #[error("rate limited")]
     ApplicationThrottled { retry_after_secs: u64 },
+    /// A malformed `Idempotency-Key` header.
+    #[error("invalid idempotency key: {0}")]
+    InvalidIdempotencyKey(&'static str),
+    /// A request with the same `Idempotency-Key` is still being answered.
+    #[error("idempotency key in use")]
+    IdempotencyConflict,
+    /// The `Idempotency-Key` was used with another body.
+    #[error("idempotency key reused with another body")]
+    IdempotencyMismatch,
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -88,7 +97,10 @@ impl ApiError {
             | ApiError::InvalidApplication(_)
             | ApiError::InvalidListParams(_)
             | ApiError::MalformedJson(_)
-            | ApiError::MissingBody => StatusCode::BAD_REQUEST,
+            | ApiError::MissingBody
+            | ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -184,6 +196,28 @@ impl ApiError {
                 format!("{APPLICATION_ERRORS}#rate-limit"),
                 "Too Many Requests",
                 "The request was rate limited. Reduce the frequency of your requests.".to_owned(),
+                vec![],
+            ),
+            ApiError::InvalidIdempotencyKey(why) => (
+                m("InvalidParams"),
+                "Invalid Parameters",
+                "Your request parameters did not validate.".to_owned(),
+                vec![InvalidParam::new("Idempotency-Key", why)],
+            ),
+            ApiError::IdempotencyConflict => (
+                m("IdempotencyKeyInUse"),
+                "Conflict",
+                "A request with this Idempotency-Key is still being processed; \
+                 retry once it has been answered."
+                    .to_owned(),
+                vec![],
+            ),
+            ApiError::IdempotencyMismatch => (
+                m("IdempotencyKeyReused"),
+                "Unprocessable Content",
+                "This Idempotency-Key was used with a different request body; \
+                 use a new key for a new request."
+                    .to_owned(),
                 vec![],
             ),
             ApiError::Unavailable(why) => (

@@ -13,6 +13,7 @@ pub mod applications;
 pub mod auth;
 mod body;
 pub mod error;
+mod idempotency;
 mod middleware;
 mod path;
 pub mod rate;

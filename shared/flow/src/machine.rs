@@ -6,7 +6,10 @@
 //! - Step *i* starts when its send command is published. Every step but the
 //!   last gets a deadline at start + `expiry_time`; the last step of a
 //!   dispatch gets the horizon after which a silent workflow ends as
-//!   `error`. A Messages API send is one step with no deadline.
+//!   `error`. A Messages API send is one step with no deadline. A step
+//!   with no `failover` condition (Messages API v1) fails over only on a
+//!   failure; it gets the horizon as its deadline, which ends the chain as
+//!   `error` without sending the next message.
 //! - `condition_status: delivered` is met by `delivered` or `read`, `read`
 //!   only by `read`; the last step (no condition) by either.
 //! - `rejected` or `undeliverable` for the current step fails over at once
@@ -169,7 +172,7 @@ fn on_deadline(
         return None;
     }
     rec.steps[i].expired_at_ms = Some(ctx.now_ms);
-    if i + 1 == rec.steps.len() {
+    if i + 1 == rec.steps.len() || expiry_time(rec, i).is_none() {
         finish(rec, WorkflowStatus::Error, ctx, effects);
     } else {
         start_step(rec, i + 1, ctx, effects);
@@ -197,19 +200,14 @@ fn start_step(rec: &mut WorkflowRecord, i: usize, ctx: &Context, effects: &mut V
         message: request.message.clone(),
         paced: None,
     }))));
-    let wait_ms = if !last {
-        let expiry = request
-            .message
-            .failover
-            .as_ref()
-            .and_then(|f| f.expiry_time)
-            .unwrap_or(0)
-            .max(0) as u64;
-        Some(expiry.saturating_mul(ctx.expiry_unit_ms))
-    } else if w.kind == WorkflowKind::Dispatch {
-        Some(ctx.horizon_ms)
-    } else {
-        None
+    // A step with a condition waits `expiry_time` for it. The last step,
+    // and a step without a condition (a Messages API v1 chain fails over
+    // only on a failure), wait the horizon, so that every chain ends; a
+    // lone Messages API send has no deadline.
+    let wait_ms = match expiry_time(rec, i) {
+        Some(expiry) if !last => Some(expiry.saturating_mul(ctx.expiry_unit_ms)),
+        _ if last && w.kind == WorkflowKind::Message => None,
+        _ => Some(ctx.horizon_ms),
     };
     let step = &mut rec.steps[i];
     step.sent_at_ms = Some(ctx.now_ms);
@@ -228,6 +226,16 @@ fn start_step(rec: &mut WorkflowRecord, i: usize, ctx: &Context, effects: &mut V
             }),
         });
     }
+}
+
+/// Step `i`'s `expiry_time`, when it has a failover condition.
+fn expiry_time(rec: &WorkflowRecord, i: usize) -> Option<u64> {
+    rec.workflow.steps[i]
+        .message
+        .failover
+        .as_ref()
+        .and_then(|f| f.expiry_time)
+        .map(|e| e.max(0) as u64)
 }
 
 fn cancel_deadline(rec: &WorkflowRecord, i: usize, effects: &mut Vec<Effect>) {

@@ -98,6 +98,13 @@ pub struct Config {
     pub jwt_leeway_secs: u64,
     /// How long workflow and message records are kept for the lookups.
     pub record_ttl_secs: u64,
+    /// How long an `Idempotency-Key` is remembered: a repeat within it
+    /// gets the first answer again.
+    pub idempotency_ttl_secs: u64,
+    /// How long a request holding an `Idempotency-Key` may take before a
+    /// repeat, finding no workflow written, takes the key over (its holder
+    /// died before writing); until then the repeat gets 409.
+    pub idempotency_lease_ms: u64,
 
     /// Length of one unit of `expiry_time`, in ms: 1000 in production
     /// (`expiry_time` is in seconds, as the spec says); tests shrink it so
@@ -407,6 +414,8 @@ impl Default for Config {
             jwt_max_age_secs: 86_400,
             jwt_leeway_secs: 60,
             record_ttl_secs: 30 * 86_400,
+            idempotency_ttl_secs: 86_400,
+            idempotency_lease_ms: 30_000,
             expiry_time_unit_ms: 1_000,
             last_step_horizon_ms: 86_400_000,
             workflow_prefetch: 64,
@@ -546,6 +555,8 @@ impl Config {
             ("max_workflow_steps", self.max_workflow_steps as u64),
             ("jwt_max_age_secs", self.jwt_max_age_secs),
             ("record_ttl_secs", self.record_ttl_secs),
+            ("idempotency_ttl_secs", self.idempotency_ttl_secs),
+            ("idempotency_lease_ms", self.idempotency_lease_ms),
             ("expiry_time_unit_ms", self.expiry_time_unit_ms),
             ("last_step_horizon_ms", self.last_step_horizon_ms),
             ("workflow_prefetch", u64::from(self.workflow_prefetch)),

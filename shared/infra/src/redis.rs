@@ -701,6 +701,14 @@ impl Keys {
         )
     }
 
+    /// String (JSON): what an `Idempotency-Key` of an account answered,
+    /// or is answering (`key_sha256` is the key's SHA-256 in hex, so that
+    /// any key fits a key name). Its own slot: it is written before the
+    /// workflow, never in one script with it.
+    pub fn idempotency(&self, api_key: &str, key_sha256: &str) -> String {
+        format!("{}:idempotency:{api_key}:{key_sha256}", self.prefix)
+    }
+
     /// String `claimed` or `abandoned`: whether work whose hand-off had an
     /// unknown outcome runs, or was answered 503 and must not. See
     /// [`crate::store::WorkflowStore::abandon`] and

@@ -25,57 +25,155 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::auth::{self, Principal};
-use crate::body::JsonBody;
+use crate::body::HashedJson;
 use crate::error::{ApiError, ApiResult};
+use crate::idempotency::{self, Claim};
 use crate::state::AppState;
 
 pub async fn message(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<JsonBody<OutboundMessage>, ApiError>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    body: Result<HashedJson<OutboundMessage>, ApiError>,
+) -> ApiResult<Accepted> {
     let principal = auth::any(&state, &headers).await?;
-    let JsonBody(mut message) = body?;
+    let key = idempotency::key_of(&headers)?;
+    let HashedJson {
+        value: mut message,
+        sha256,
+    } = body?;
     // `failover` belongs to dispatch workflows; here it is an unknown field.
     message.failover = None;
     validate_message(&message).map_err(ApiError::Invalid)?;
-    let id = Uuid::new_v4();
-    let steps = vec![Step {
-        message_uuid: id,
-        message,
-    }];
-    let span =
-        tracing::info_span!("accept", message_uuid = %id, application_id = field_app(&principal));
-    accept(&state, principal, WorkflowKind::Message, id, steps)
+    let span = tracing::info_span!(
+        "accept",
+        message_uuid = tracing::field::Empty,
+        application_id = field_app(&principal)
+    );
+    let work = Work {
+        kind: WorkflowKind::Message,
+        // A Messages API send is one step whose uuid is the workflow's.
+        steps: Box::new(move |id| {
+            vec![Step {
+                message_uuid: id,
+                message,
+            }]
+        }),
+        answer: |id| json!({ "message_uuid": id }),
+    };
+    keyed(&state, principal, key, sha256, work)
         .instrument(span)
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "message_uuid": id }))))
+        .await
 }
 
 pub async fn dispatch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<JsonBody<CreateWorkflow>, ApiError>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    body: Result<HashedJson<CreateWorkflow>, ApiError>,
+) -> ApiResult<Accepted> {
     let principal = auth::any(&state, &headers).await?;
-    let JsonBody(workflow) = body?;
+    let key = idempotency::key_of(&headers)?;
+    let HashedJson {
+        value: workflow,
+        sha256,
+    } = body?;
     validate_workflow(&workflow, &state.limits).map_err(ApiError::Invalid)?;
-    let id = Uuid::new_v4();
-    let steps = workflow
-        .workflow
-        .unwrap_or_default()
-        .into_iter()
-        .map(|message| Step {
-            message_uuid: Uuid::new_v4(),
-            message,
-        })
-        .collect();
-    let span =
-        tracing::info_span!("accept", dispatch_uuid = %id, application_id = field_app(&principal));
-    accept(&state, principal, WorkflowKind::Dispatch, id, steps)
+    let messages = workflow.workflow.unwrap_or_default();
+    let span = tracing::info_span!(
+        "accept",
+        dispatch_uuid = tracing::field::Empty,
+        application_id = field_app(&principal)
+    );
+    let work = Work {
+        kind: WorkflowKind::Dispatch,
+        steps: Box::new(move |_| {
+            messages
+                .into_iter()
+                .map(|message| Step {
+                    message_uuid: Uuid::new_v4(),
+                    message,
+                })
+                .collect()
+        }),
+        answer: |id| json!({ "dispatch_uuid": id }),
+    };
+    keyed(&state, principal, key, sha256, work)
         .instrument(span)
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "dispatch_uuid": id }))))
+        .await
+}
+
+/// A 202 and its body; `Idempotent-Replayed: true` on the answer of an
+/// earlier request with the same `Idempotency-Key`.
+pub type Accepted = (StatusCode, HeaderMap, Json<Value>);
+
+/// Accepted work, before it has its workflow id.
+pub struct Work {
+    pub kind: WorkflowKind,
+    /// The steps of workflow `id`.
+    pub steps: Box<dyn FnOnce(Uuid) -> Vec<Step> + Send>,
+    /// The 202's body for workflow `id`: what it names (step uuids too)
+    /// follows from `id` alone, so that a repeat can be answered alike.
+    pub answer: fn(Uuid) -> Value,
+}
+
+/// Accepts `work` under the request's `Idempotency-Key`, if it has one
+/// (see [`crate::idempotency`]).
+pub async fn keyed(
+    state: &AppState,
+    principal: Principal,
+    key: Option<String>,
+    body_sha256: String,
+    work: Work,
+) -> ApiResult<Accepted> {
+    let id = Uuid::new_v4();
+    let Some(key) = key else {
+        record_id(work.kind, id);
+        accept(state, principal, work.kind, id, (work.steps)(id)).await?;
+        return Ok(accepted((work.answer)(id), false));
+    };
+    let answer = (work.answer)(id);
+    let claim =
+        idempotency::claim(state, &principal.account, &key, body_sha256, id, answer).await?;
+    let claimed = match claim {
+        Claim::Replay(answer) => return Ok(accepted(answer, true)),
+        Claim::Claimed(claimed) => claimed,
+    };
+    // Taken over from a holder that died before writing, the key keeps
+    // its workflow id.
+    let id = claimed.workflow_id();
+    record_id(work.kind, id);
+    let steps = (work.steps)(id);
+    match accept(state, principal, work.kind, id, steps).await {
+        Ok(()) => {
+            let answer = claimed.answer().clone();
+            claimed.answered(state).await;
+            Ok(accepted(answer, false))
+        }
+        Err(e) => {
+            if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+                claimed.release(state).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn record_id(kind: WorkflowKind, id: Uuid) {
+    let field = match kind {
+        WorkflowKind::Message => "message_uuid",
+        WorkflowKind::Dispatch => "dispatch_uuid",
+    };
+    tracing::Span::current().record(field, tracing::field::display(id));
+}
+
+fn accepted(answer: Value, replayed: bool) -> Accepted {
+    let mut headers = HeaderMap::new();
+    if replayed {
+        headers.insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    (StatusCode::ACCEPTED, headers, Json(answer))
 }
 
 fn field_app(principal: &Principal) -> String {

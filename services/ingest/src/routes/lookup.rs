@@ -112,6 +112,13 @@ fn message_view(state: &AppState, record: &WorkflowRecord, i: usize) -> Value {
         "timestamps": timestamps,
         "_links": { "self": { "href": format!("{}/v0.1/messages/{}", state.base_url, step.message_uuid) } },
     });
+    if step.sent_at_ms.is_none() {
+        // Never handed to a provider: not a message status of any API.
+        view["status"] = json!("not_sent");
+        if let Some(o) = view.as_object_mut() {
+            o.remove("timestamp");
+        }
+    }
     let mut put = |key: &str, value: Value| {
         view[key] = value;
     };

@@ -566,3 +566,28 @@ fn submitted_with(run: &Run, usage: &Usage) -> StatusEvent {
     event.usage = Some(usage.clone());
     event
 }
+
+/// A step with no condition (a Messages API v1 chain) fails over only on
+/// `rejected` or `undeliverable`; its deadline is the horizon, and a
+/// silent step ends the chain rather than sending the next message.
+#[test]
+fn a_step_without_condition_waits_for_a_failure_or_the_horizon() {
+    let mut rec = dispatch(&[Channel::Whatsapp, Channel::Sms], ConditionStatus::Read);
+    rec.workflow.steps[0].message.failover = None;
+    let mut run = Run::started(rec.clone());
+    assert_eq!(run.rec.steps[0].deadline_ms, Some(run.now + 3_600_000));
+    assert!(run.status(0, MessageStatus::Submitted));
+    assert_eq!(run.sends(), vec![0], "no failover on silence");
+    assert!(run.status(0, MessageStatus::Undeliverable));
+    assert_eq!(run.sends(), vec![0, 1], "failover on undeliverable");
+
+    let mut run = Run::started(rec.clone());
+    assert!(run.status(0, MessageStatus::Delivered));
+    assert_eq!(run.rec.status, WorkflowStatus::Completed);
+
+    let mut run = Run::started(rec);
+    assert!(run.deadline(0));
+    assert_eq!(run.sends(), vec![0], "the horizon ends the chain");
+    assert_eq!(run.rec.status, WorkflowStatus::Error);
+    assert_eq!(run.final_reports().len(), 1);
+}
