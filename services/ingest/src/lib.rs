@@ -20,6 +20,7 @@ pub mod rate;
 mod routes;
 mod server;
 pub mod state;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,8 +183,9 @@ pub async fn spawn_with(
     };
     let app = router(state.clone());
     let limits = server::Limits::from_config(&state.config);
+    let tls = tls::acceptor(&state.config)?;
     let task = tokio::spawn(async move {
-        let served = server::serve(listener, app, limits, shutdown).await;
+        let served = server::serve(listener, app, limits, tls, shutdown).await;
         drop(connections);
         served
     });

@@ -13,8 +13,10 @@
 //!   the cap wait in the kernel's listen backlog, unanswered, until one
 //!   closes.
 //!
-//! HTTP/2 is not served (without TLS it needs prior knowledge, which our
-//! clients do not use); a proxy in front may speak it.
+//! With `tls_cert` and `tls_key` the listener speaks HTTPS
+//! ([`crate::tls`]); the TLS handshake must end within
+//! `http_header_timeout_ms` too. HTTP/2 is not served (our clients do
+//! not need it); a proxy in front may speak it.
 //!
 //! On shutdown the listener closes, idle connections close, and requests
 //! in flight finish; the timeouts bound how long that takes.
@@ -32,9 +34,11 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -63,6 +67,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -85,13 +90,18 @@ pub async fn serve(
                 }
             },
         };
-        connections.spawn(connection(
-            stream,
-            app.clone(),
-            limits,
-            shutdown.clone(),
-            permit,
-        ));
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        match tls.clone() {
+            None => connections.spawn(connection(stream, app, limits, shutdown, permit)),
+            Some(tls) => connections.spawn(async move {
+                let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(stream));
+                match handshake.await {
+                    Ok(Ok(stream)) => connection(stream, app, limits, shutdown, permit).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            }),
+        };
     }
     drop(listener);
     connections.close();
@@ -115,7 +125,7 @@ async fn accept_failed(e: std::io::Error) {
 }
 
 async fn connection(
-    stream: TcpStream,
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
     app: Router,
     limits: Limits,
     shutdown: CancellationToken,

@@ -24,8 +24,15 @@ pub struct Config {
     /// `/readyz`; port 0 picks a free one.
     pub admin_addr: SocketAddr,
     /// The base URL clients use to reach the API, for `href`s in responses
-    /// and webhooks. Defaults to `http://{http_addr}`.
+    /// and webhooks. Defaults to `http://{http_addr}` (`https://` with
+    /// `tls_cert`).
     pub public_url: Option<String>,
+    /// A PEM file of the certificate chain ingest serves HTTPS with (the
+    /// server's certificate first); with `tls_key`. Without them ingest
+    /// speaks plain HTTP, for a proxy in front to terminate TLS.
+    pub tls_cert: Option<String>,
+    /// The PEM file of `tls_cert`'s private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<String>,
     /// The base URL providers call back (delivery receipts, inbound
     /// messages) to reach ingest; defaults to `public_url`. Differs when
     /// providers reach ingest on an internal address (docker-compose).
@@ -394,6 +401,8 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
             callback_url: None,
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             amqp_prefix: "dispatch".into(),
@@ -528,6 +537,18 @@ impl Config {
             }
             if let Err(e) = std::fs::metadata(path) {
                 return bad("redis_tls_ca_file", &format!("{path}: {e}"));
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return bad("tls_key", "is needed with tls_cert"),
+            (None, Some(_)) => return bad("tls_cert", "is needed with tls_key"),
+            _ => {}
+        }
+        for (field, path) in [("tls_cert", &self.tls_cert), ("tls_key", &self.tls_key)] {
+            if let Some(path) = path
+                && let Err(e) = std::fs::metadata(path)
+            {
+                return bad(field, &format!("{path}: {e}"));
             }
         }
         if let Some(public) = &self.public_url {
@@ -714,6 +735,7 @@ impl Config {
     pub fn public_base(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
+            None if self.tls_cert.is_some() => format!("https://{}", self.http_addr),
             None => format!("http://{}", self.http_addr),
         }
     }
