@@ -97,6 +97,7 @@ pub fn price(channel: Channel) -> &'static str {
         Channel::Whatsapp => "0.0150",
         Channel::Messenger => "0.0010",
         Channel::ViberServiceMsg => "0.0120",
+        Channel::Rcs => "0.0100",
     }
 }
 

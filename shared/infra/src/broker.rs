@@ -266,6 +266,7 @@ fn send_label(channel: MessageChannel) -> &'static str {
         MessageChannel::Whatsapp => "send.whatsapp",
         MessageChannel::Messenger => "send.messenger",
         MessageChannel::ViberServiceMsg => "send.viber_service_msg",
+        MessageChannel::Rcs => "send.rcs",
     }
 }
 

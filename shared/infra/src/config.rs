@@ -367,6 +367,7 @@ pub fn default_prices() -> BTreeMap<Channel, String> {
         (Channel::Whatsapp, "0.0150"),
         (Channel::Messenger, "0.0010"),
         (Channel::ViberServiceMsg, "0.0120"),
+        (Channel::Rcs, "0.0100"),
     ]
     .into_iter()
     .map(|(c, p)| (c, p.to_owned()))

@@ -14,15 +14,18 @@ pub enum Channel {
     Whatsapp,
     Messenger,
     ViberServiceMsg,
+    /// RCS business messaging (Messages API v1 only: v0.1 has no RCS).
+    Rcs,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 6] = [
         Channel::Sms,
         Channel::Mms,
         Channel::Whatsapp,
         Channel::Messenger,
         Channel::ViberServiceMsg,
+        Channel::Rcs,
     ];
 
     /// The wire name (`sms`, `viber_service_msg`, …), also used in queue names.
@@ -33,6 +36,7 @@ impl Channel {
             Channel::Whatsapp => "whatsapp",
             Channel::Messenger => "messenger",
             Channel::ViberServiceMsg => "viber_service_msg",
+            Channel::Rcs => "rcs",
         }
     }
 
@@ -48,6 +52,7 @@ impl Channel {
             Channel::Whatsapp => &WHATSAPP,
             Channel::Messenger => &MESSENGER,
             Channel::ViberServiceMsg => &VIBER,
+            Channel::Rcs => &RCS,
         }
     }
 }
@@ -161,6 +166,20 @@ pub static VIBER: ChannelRules = ChannelRules {
     audio: NONE,
     video: NONE,
     file: NONE,
+    to: AddressKind::E164,
+    from: AddressKind::Id,
+    reports_read: true,
+};
+
+/// RCS: an agent (`from`, its id) writes to a phone number.
+pub static RCS: ChannelRules = ChannelRules {
+    channel: Channel::Rcs,
+    content_types: &[C::Text, C::Image, C::Video, C::File, C::Custom],
+    max_text_chars: 3072,
+    image: Extensions::OneOf(&["jpg", "jpeg", "png", "gif"]),
+    audio: NONE,
+    video: Extensions::OneOf(&["mp4", "m4v", "mov", "3gp", "webm"]),
+    file: Extensions::OneOf(&["pdf"]),
     to: AddressKind::E164,
     from: AddressKind::Id,
     reports_read: true,

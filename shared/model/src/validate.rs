@@ -232,6 +232,17 @@ fn check_address_type(a: Option<&Address>, p: &str, errs: &mut Errors<'_>) -> Op
             errs.add(format!("{p}.type"), "is required");
             None
         }
+        Some(Address {
+            kind: Some(Channel::Rcs),
+            ..
+        }) => {
+            // The v0.1 APIs have no RCS; `POST /v1/messages` has.
+            errs.add(
+                format!("{p}.type"),
+                "must be one of sms, mms, whatsapp, messenger, viber_service_msg (rcs is sent with POST /v1/messages)",
+            );
+            None
+        }
         Some(Address { kind: Some(c), .. }) => Some(*c),
     }
 }

@@ -361,6 +361,7 @@ fn channel_name(channel: Channel) -> &'static str {
         Channel::Whatsapp => "whatsapp",
         Channel::Messenger => "messenger",
         Channel::ViberServiceMsg => "viber_service",
+        Channel::Rcs => "rcs",
     }
 }
 
@@ -378,6 +379,7 @@ fn message_types(channel: Channel) -> &'static [&'static str] {
         ],
         Channel::Messenger => &["text", "image", "audio", "video", "file", "custom"],
         Channel::ViberServiceMsg => &["text", "image", "video", "file", "custom"],
+        Channel::Rcs => &["text", "image", "video", "file", "custom"],
     }
 }
 
@@ -386,6 +388,7 @@ fn max_text(channel: Channel) -> usize {
     match channel {
         Channel::Whatsapp => 4096,
         Channel::Messenger => 640,
+        Channel::Rcs => 3072,
         _ => 1000,
     }
 }

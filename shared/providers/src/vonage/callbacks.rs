@@ -446,7 +446,7 @@ mod tests {
         );
 
         for bad in [
-            json!({"channel":"rcs","message_uuid":"u","to":"a","from":"b","message_type":"text"}),
+            json!({"channel":"telegram","message_uuid":"u","to":"a","from":"b","message_type":"text"}),
             json!({"channel":"sms","message_uuid":"","to":"a","from":"b","message_type":"text"}),
             json!({"channel":"sms","to":"a","from":"b","message_type":"text"}),
             json!([1, 2]),

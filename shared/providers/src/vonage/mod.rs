@@ -169,6 +169,7 @@ pub fn channel_name(channel: Channel) -> &'static str {
         Channel::Whatsapp => "whatsapp",
         Channel::Messenger => "messenger",
         Channel::ViberServiceMsg => "viber_service",
+        Channel::Rcs => "rcs",
     }
 }
 
@@ -193,7 +194,8 @@ mod tests {
             parse_channel("viber_service_msg"),
             Some(Channel::ViberServiceMsg)
         );
-        assert_eq!(parse_channel("rcs"), None);
+        assert_eq!(parse_channel("rcs"), Some(Channel::Rcs));
+        assert_eq!(parse_channel("telegram"), None);
     }
 
     #[test]

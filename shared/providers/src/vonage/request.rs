@@ -142,14 +142,14 @@ fn media(channel: Channel, kind: ContentType, content: &Content) -> Option<Value
 
 /// Which media objects have a `caption` in "Send a message": MMS (image,
 /// audio, video); WhatsApp image, video and file (not audio); Viber image
-/// and video; none on Messenger.
+/// and video; none on Messenger or RCS.
 fn takes_caption(channel: Channel, kind: ContentType) -> bool {
     use ContentType as C;
     match channel {
         Channel::Mms => matches!(kind, C::Image | C::Audio | C::Video),
         Channel::Whatsapp => matches!(kind, C::Image | C::Video | C::File),
         Channel::ViberServiceMsg => matches!(kind, C::Image | C::Video),
-        Channel::Sms | Channel::Messenger => false,
+        Channel::Sms | Channel::Messenger | Channel::Rcs => false,
     }
 }
 
