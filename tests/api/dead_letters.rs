@@ -19,6 +19,7 @@ async fn dead_letter(app: &TestApp, account: &Account, app_id: &str) -> String {
         workflow_id: uuid::Uuid::new_v4(),
         event_at_ms: 1_700_000_000_000,
         body: json!({"status": "delivered"}),
+        url: None,
         attempts: 8,
         reason: Some("8 attempts failed, the last: HTTP 500".into()),
     };

@@ -17,4 +17,5 @@ mod outage;
 mod providers;
 mod rate;
 mod service;
+mod v1;
 mod validation;

@@ -28,6 +28,8 @@ async fn openapi_describes_every_route() {
         ("/v0.1/messages/{message_uuid}", &["get"]),
         ("/v0.1/dispatch", &["post"]),
         ("/v0.1/dispatch/{dispatch_uuid}", &["get"]),
+        ("/v1/messages", &["post"]),
+        ("/v1/messages/{message_uuid}", &["get"]),
         ("/v2/applications", &["post", "get"]),
         ("/v2/applications/{id}", &["get", "put", "delete"]),
         ("/v1/applications/{id}/webhooks/failed", &["get"]),

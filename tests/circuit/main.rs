@@ -124,6 +124,7 @@ async fn an_open_circuit_costs_the_same_per_period_whatever_waits() {
             workflow_id: app_id,
             event_at_ms: 0,
             body: json!({"status": "delivered", "n": i}),
+            url: None,
             attempts: 0,
             reason: None,
         };

@@ -216,6 +216,7 @@ async fn publish_webhooks(sys: &System, app: &str, n: usize) {
             workflow_id: app,
             event_at_ms: dispatch_model::record::now_ms(),
             body: json!({"message_uuid": format!("pending-{i}"), "status": "delivered"}),
+            url: None,
             attempts: 0,
             reason: None,
         };

@@ -11,6 +11,7 @@ mod system;
 mod targets;
 mod tls;
 mod upgrade;
+mod v1;
 mod webhooks;
 
 use std::time::Duration;

@@ -317,7 +317,7 @@ impl System {
             .as_u16()
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Value {
+    pub async fn post(&self, path: &str, body: &Value) -> Value {
         let request = self.client.post(format!("{}{path}", self.url));
         accepted(
             request

@@ -776,3 +776,79 @@ async fn a_users_answer_through_a_shared_provider_reaches_only_the_numbers_owner
             .expect("EXISTS");
     assert!(!opened, "the other account's window was opened");
 }
+
+/// A v1 message's own `webhook_url` takes its statuses, signed, with no
+/// application; `webhook_version: v0.1` keeps the v0.1 shape; a chain's
+/// report goes to the application's `final_report_url` only.
+#[tokio::test]
+async fn v1_webhooks_follow_the_message_and_the_application() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    let (own_url, own) = receiver(|_| 200).await;
+    let sms = |to: &str| {
+        json!({"channel": "sms", "message_type": "text", "to": to,
+               "from": "447700900999", "text": "Hi"})
+    };
+    let mut body = sms("447700240000");
+    body["webhook_url"] = json!(own_url);
+    let id = sys.post("/v1/messages", &body).await["message_uuid"].clone();
+    let delivered = sys
+        .eventually(Duration::from_secs(10), || {
+            bodies(&own)
+                .into_iter()
+                .find(|r| r.json()["status"] == "delivered")
+        })
+        .await
+        .expect("delivered at the message's own URL");
+    assert_eq!(delivered.json()["message_uuid"], id);
+    assert_eq!(delivered.json()["to"], "447700240000", "the v1 shape");
+    let key = jsonwebtoken::DecodingKey::from_secret(sys.signature_secret.as_bytes());
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    let token = delivered.header("authorization");
+    assert!(
+        jsonwebtoken::decode::<Value>(&token["Bearer ".len()..], &key, &validation).is_ok(),
+        "signed: {token}"
+    );
+
+    let mut old = sms("447700240100");
+    old["webhook_url"] = json!(own_url);
+    old["webhook_version"] = json!("v0.1");
+    let id = sys.post("/v1/messages", &old).await["message_uuid"].clone();
+    let v0 = sys
+        .eventually(Duration::from_secs(10), || {
+            bodies(&own)
+                .into_iter()
+                .map(|r| r.json())
+                .find(|b| b["message_uuid"] == id && b["status"] == "delivered")
+        })
+        .await
+        .expect("delivered");
+    assert_eq!(v0["to"]["number"], "447700240100", "the v0.1 shape");
+
+    let (status_url, statuses) = receiver(|_| 200).await;
+    let (report_url, reports) = receiver(|_| 200).await;
+    let (_, auth) = sys
+        .application_webhooks(json!({
+            "status_url": {"address": status_url, "http_method": "POST"},
+            "final_report_url": {"address": report_url, "http_method": "POST"},
+        }))
+        .await;
+    let mut chain = sms("447700240202");
+    chain["failover"] = json!([sms("447700240300")]);
+    let answer = sys.post_as(&auth, "/v1/messages", &chain).await;
+    let report = sys
+        .eventually(Duration::from_secs(10), || {
+            bodies(&reports).into_iter().next()
+        })
+        .await
+        .expect("the chain's report");
+    assert_eq!(report.json()["workflow_id"], answer["workflow_id"]);
+    assert_eq!(report.json()["status"], "completed");
+    let rejected = bodies(&statuses)
+        .into_iter()
+        .map(|r| r.json())
+        .find(|b| b["status"] == "rejected")
+        .expect("rejected at the status_url");
+    assert_eq!(rejected["workflow"]["items_total"], "2");
+}

@@ -62,6 +62,8 @@ struct CapabilitiesBody {
 
 #[derive(Debug, Default, Deserialize)]
 struct MessagesBody {
+    /// The format of the webhooks of v1 sends: `v0.1` or `v1`.
+    version: Option<String>,
     webhooks: Option<WebhooksBody>,
 }
 
@@ -111,25 +113,38 @@ fn validate(body: ApplicationBody) -> Result<Validated, Vec<InvalidParam>> {
     }
     let capabilities = body.capabilities.map(|c| {
         let webhooks = c.messages.map(|m| {
+            let version = m.version.filter(|v| {
+                let ok = matches!(v.as_str(), "v0.1" | "v1");
+                if !ok {
+                    errs.push(InvalidParam::new(
+                        "capabilities.messages.version",
+                        "must be `v0.1` or `v1`",
+                    ));
+                }
+                ok
+            });
             let w = m.webhooks.unwrap_or_default();
-            MessagesWebhooks {
-                inbound_url: w.inbound_url.and_then(|h| {
-                    webhook(h, "capabilities.messages.webhooks.inbound_url", &mut errs)
-                }),
-                status_url: w.status_url.and_then(|h| {
-                    webhook(h, "capabilities.messages.webhooks.status_url", &mut errs)
-                }),
-                final_report_url: w.final_report_url.and_then(|h| {
-                    webhook(
-                        h,
-                        "capabilities.messages.webhooks.final_report_url",
-                        &mut errs,
-                    )
-                }),
-            }
+            (
+                version,
+                MessagesWebhooks {
+                    inbound_url: w.inbound_url.and_then(|h| {
+                        webhook(h, "capabilities.messages.webhooks.inbound_url", &mut errs)
+                    }),
+                    status_url: w.status_url.and_then(|h| {
+                        webhook(h, "capabilities.messages.webhooks.status_url", &mut errs)
+                    }),
+                    final_report_url: w.final_report_url.and_then(|h| {
+                        webhook(
+                            h,
+                            "capabilities.messages.webhooks.final_report_url",
+                            &mut errs,
+                        )
+                    }),
+                },
+            )
         });
         Capabilities {
-            messages: webhooks.map(|webhooks| MessagesCapability { webhooks }),
+            messages: webhooks.map(|(version, webhooks)| MessagesCapability { version, webhooks }),
             voice: c.voice,
             rtc: c.rtc,
             vbc: c.vbc,

@@ -33,6 +33,9 @@ pub fn request_id() -> String {
 pub enum ApiError {
     #[error("invalid parameters")]
     Invalid(Vec<InvalidParam>),
+    /// A Messages API v1 body that breaks its reference's rules.
+    #[error("invalid v1 message")]
+    InvalidV1(dispatch_model::v1::V1Invalid),
     /// Applications API payload validation (its own `type`).
     #[error("invalid application payload")]
     InvalidApplication(Vec<InvalidParam>),
@@ -101,6 +104,7 @@ impl ApiError {
             | ApiError::InvalidIdempotencyKey(_) => StatusCode::BAD_REQUEST,
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidV1(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -124,6 +128,12 @@ impl ApiError {
                 "Invalid Parameters",
                 "Your request parameters did not validate.".to_owned(),
                 p,
+            ),
+            ApiError::InvalidV1(v) => (
+                format!("{V1_ERRORS}{}", v.error.code()),
+                v.error.title(),
+                v.error.detail().to_owned(),
+                v.params,
             ),
             ApiError::InvalidApplication(p) => (
                 format!("{APPLICATION_ERRORS}#payload-validation"),
@@ -243,9 +253,79 @@ impl ApiError {
     }
 }
 
+/// Where the Messages API v1 reference's errors point.
+const V1_ERRORS: &str = "https://developer.vonage.com/api-errors/messages#";
+const V1_GENERAL_ERRORS: &str = "https://developer.vonage.com/api-errors#";
+
+/// An error of `POST /v1/messages`, rendered as the v1 reference renders
+/// it: its `type` URLs, and 422 for a body that is not JSON or not of
+/// the right shape, as the hosted v1 answers.
+pub struct V1Error(pub ApiError);
+
+impl From<ApiError> for V1Error {
+    fn from(e: ApiError) -> Self {
+        V1Error(e)
+    }
+}
+
+impl IntoResponse for V1Error {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = match &e {
+            ApiError::Invalid(_) | ApiError::MalformedJson(_) | ApiError::MissingBody => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            other => other.status(),
+        };
+        let v1 = match &e {
+            ApiError::Invalid(_) => Some((
+                format!("{V1_ERRORS}1150"),
+                "Invalid params",
+                "The value of one or more parameters is invalid.",
+            )),
+            ApiError::MalformedJson(_) | ApiError::MissingBody => Some((
+                format!("{V1_GENERAL_ERRORS}invalid-json"),
+                "The request body did not contain valid JSON",
+                "",
+            )),
+            ApiError::Unauthorized(_) => Some((
+                format!("{V1_GENERAL_ERRORS}unauthorized"),
+                "You did not provide correct credentials.",
+                "",
+            )),
+            ApiError::Throttled { .. } => Some((
+                format!("{V1_ERRORS}1000"),
+                "Rate Limit Hit",
+                "Please wait, then retry your request",
+            )),
+            _ => None,
+        };
+        e.respond_as(status, |problem| {
+            if let Some((kind, title, detail)) = v1 {
+                problem.kind = kind;
+                problem.title = title.to_owned();
+                if !detail.is_empty() {
+                    problem.detail = detail.to_owned();
+                }
+            }
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.respond()
+    }
+}
+
+impl ApiError {
+    fn respond(self) -> Response {
         let status = self.status();
+        self.respond_as(status, |_| {})
+    }
+
+    /// The answer with `status`, its problem changed by `edit` first.
+    fn respond_as(self, status: StatusCode, edit: impl FnOnce(&mut Problem)) -> Response {
         let retry_after = match &self {
             ApiError::Throttled { retry_after_secs }
             | ApiError::ApplicationThrottled { retry_after_secs } => Some(*retry_after_secs),
@@ -256,7 +336,9 @@ impl IntoResponse for ApiError {
         } else if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::warn!(error = %self, "answered 503");
         }
-        let mut response = (status, axum::Json(self.problem())).into_response();
+        let mut problem = self.problem();
+        edit(&mut problem);
+        let mut response = (status, axum::Json(problem)).into_response();
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -43,6 +43,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v0.1/messages", post(routes::accept::message))
+        .route("/v1/messages", post(routes::v1::send))
+        .route("/v1/messages/{id}", get(routes::v1::lookup))
         .route("/v0.1/messages/{id}", get(routes::lookup::message))
         .route("/v0.1/dispatch", post(routes::accept::dispatch))
         .route("/v0.1/dispatch/{id}", get(routes::lookup::dispatch))

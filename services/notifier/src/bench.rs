@@ -102,6 +102,7 @@ pub async fn run_bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         name: "bench".into(),
         capabilities: Capabilities {
             messages: Some(MessagesCapability {
+                version: None,
                 webhooks: MessagesWebhooks {
                     status_url: Some(Webhook {
                         address: hook,
@@ -144,6 +145,7 @@ pub async fn run_bench(config: Config, args: BenchArgs) -> anyhow::Result<()> {
                 workflow_id: app_id,
                 event_at_ms: 0,
                 body: json!({"message_uuid": i.to_string(), "status": "delivered"}),
+                url: None,
                 attempts: 0,
                 reason: None,
             };

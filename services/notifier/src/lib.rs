@@ -601,10 +601,33 @@ impl Notifier {
         Ok(reason)
     }
 
-    /// The application's webhook URL and the account's signature secret;
+    /// The webhook's own URL or its application's, and the account's
+    /// signature secret;
     /// `None` when the webhook has
     /// nowhere to go, or was delivered already (a duplicate job).
     async fn destination(&self, job: &WebhookJob) -> Result<Option<Destination>, NotifyError> {
+        if let Some(url) = &job.url {
+            // A v1 message's own `webhook_url`: no application needed.
+            let mut conn = self.redis.clone();
+            let (delivered, secret): (bool, Option<String>) = redis::pipe()
+                .exists(self.keys.webhook_delivered(&job.webhook_id))
+                .hget(self.keys.account(&job.account), "signature_secret")
+                .query_async(&mut conn)
+                .await?;
+            if delivered {
+                tracing::debug!("already delivered; skipping the duplicate");
+                return Ok(None);
+            }
+            let Some(secret) = secret else {
+                tracing::info!("the account is gone: webhook dropped");
+                return Ok(None);
+            };
+            return Ok(Some(Destination {
+                url: url.clone(),
+                method: reqwest::Method::POST,
+                secret,
+            }));
+        }
         let Some(app) = job.application_id else {
             tracing::debug!("no application: nowhere to send this webhook");
             return Ok(None);

@@ -61,7 +61,7 @@ async fn handle(engine: &Engine, keys: &Keys, incoming: Incoming) -> Outcome {
                     return Ok(());
                 }
                 let indexes: Vec<(String, String)> = match accepted.kind {
-                    WorkflowKind::Dispatch => accepted
+                    WorkflowKind::Dispatch | WorkflowKind::Failover => accepted
                         .steps
                         .iter()
                         .map(|s| (keys.message(&s.message_uuid.to_string()), id.to_string()))

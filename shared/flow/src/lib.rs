@@ -514,6 +514,7 @@ impl Change {
         let kind = match after.workflow.kind {
             WorkflowKind::Dispatch => "dispatch",
             WorkflowKind::Message => "message",
+            WorkflowKind::Failover => "failover",
         };
         if self.started {
             metrics::counter!("dispatch_workflows_started_total", "kind" => kind).increment(1);

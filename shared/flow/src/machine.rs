@@ -254,8 +254,10 @@ fn finish(
 ) {
     rec.status = status;
     rec.finished_at_ms = Some(ctx.now_ms);
-    if rec.workflow.kind == WorkflowKind::Dispatch {
-        effects.push(publish(final_report(rec, ctx)));
+    match rec.workflow.kind {
+        WorkflowKind::Dispatch => effects.push(publish(final_report(rec, ctx))),
+        WorkflowKind::Failover => effects.push(publish(chain_report(rec, ctx))),
+        WorkflowKind::Message => {}
     }
 }
 
@@ -274,6 +276,25 @@ fn message_status_webhook(
     let w = &rec.workflow;
     let step = &rec.steps[i];
     let message = &w.steps[i].message;
+    let v1 = message.v1.as_deref();
+    let url = v1.and_then(|m| m.webhook_url.clone());
+    let job = |body| {
+        Envelope::Webhook(WebhookJob {
+            webhook_id: format!("{}:{}", step.message_uuid, event.status.as_str()),
+            kind: WebhookKind::MessageStatus,
+            account: w.account.clone(),
+            application_id: w.application_id,
+            workflow_id: w.workflow_id,
+            event_at_ms: event.at_ms,
+            body,
+            url,
+            attempts: 0,
+            reason: None,
+        })
+    };
+    if let Some(v1) = v1.filter(|m| m.webhook_version.as_deref() != Some("v0.1")) {
+        return job(v1_status(rec, i, v1, event));
+    }
     let mut body = json!({
         "message_uuid": step.message_uuid,
         "to": message.to,
@@ -301,14 +322,113 @@ fn message_status_webhook(
             "href": format!("{}/v0.1/dispatch/{}", ctx.base_url, w.workflow_id),
         }});
     }
+    job(body)
+}
+
+/// Where the v1 reference's status errors point, followed by the code.
+pub const V1_ERRORS: &str = "https://developer.vonage.com/api-errors/messages#";
+
+/// The `message-status` webhook of the Messages API v1: `to` and `from`
+/// as strings, the v1 channel name, `error` in RFC 7807 form with the
+/// code as its title, and for a message of a chain its `workflow`
+/// (`workflow_id`, its place `items_number` and `items_total`, as
+/// strings).
+fn v1_status(
+    rec: &WorkflowRecord,
+    i: usize,
+    message: &dispatch_model::v1::V1Message,
+    event: &StatusEvent,
+) -> Value {
+    let step = &rec.steps[i];
+    let mut body = json!({
+        "message_uuid": step.message_uuid,
+        "to": message.to,
+        "from": message.from,
+        "timestamp": iso_timestamp(event.at_ms),
+        "status": event.status,
+        "channel": message.channel,
+    });
+    if let Some(client_ref) = &message.client_ref {
+        body["client_ref"] = json!(client_ref);
+    }
+    if let Some(error) = event.error.as_ref().filter(|_| event.status.is_failure()) {
+        body["error"] = json!({
+            "type": format!("{V1_ERRORS}{}", error.code),
+            "title": error.code.to_string(),
+            "detail": error.reason,
+            "instance": step.message_uuid,
+        });
+    }
+    let usage = match event.status {
+        MessageStatus::Submitted => None,
+        MessageStatus::Delivered => step.usage.as_ref(),
+        _ => event.usage.as_ref(),
+    };
+    if let Some(usage) = usage {
+        body["usage"] = json!({ "currency": usage.currency, "price": usage.price });
+        if let Some(segments) = usage
+            .segments
+            .filter(|_| message.channel.as_deref() == Some("sms"))
+        {
+            body["sms"] = json!({ "count_total": segments.to_string() });
+        }
+    }
+    if rec.workflow.kind == WorkflowKind::Failover {
+        body["workflow"] = json!({
+            "workflow_id": rec.workflow.workflow_id,
+            "items_number": (i + 1).to_string(),
+            "items_total": rec.steps.len().to_string(),
+        });
+    }
+    body
+}
+
+/// The report of a Messages API v1 chain, our extension (v1 has none):
+/// how it ended and what each message sent did and cost, to the
+/// application's `final_report_url` only.
+fn chain_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
+    let w = &rec.workflow;
+    let sent: Vec<&StepState> = rec
+        .steps
+        .iter()
+        .filter(|s| s.sent_at_ms.is_some())
+        .collect();
+    let messages: Vec<Value> = sent
+        .iter()
+        .map(|s| {
+            let mut m = json!({
+                "message_uuid": s.message_uuid,
+                "channel": s.channel.map(dispatch_model::v1::channel_name),
+                "status": s.status,
+                "href": format!("{}/v1/messages/{}", ctx.base_url, s.message_uuid),
+            });
+            if let Some(usage) = &s.usage {
+                m["usage"] = json!({ "currency": usage.currency, "price": usage.price });
+            }
+            m
+        })
+        .collect();
+    let status = match rec.status {
+        WorkflowStatus::Completed => "completed",
+        _ => "error",
+    };
+    let usage = Usage::total(sent.iter().filter_map(|s| s.usage.as_ref()));
+    let body = json!({
+        "workflow_id": w.workflow_id,
+        "status": status,
+        "timestamp": iso_timestamp(ctx.now_ms),
+        "usage": { "currency": usage.currency, "price": usage.price },
+        "messages": messages,
+    });
     Envelope::Webhook(WebhookJob {
-        webhook_id: format!("{}:{}", step.message_uuid, event.status.as_str()),
-        kind: WebhookKind::MessageStatus,
+        webhook_id: format!("{}:final", w.workflow_id),
+        kind: WebhookKind::ChainReport,
         account: w.account.clone(),
         application_id: w.application_id,
         workflow_id: w.workflow_id,
-        event_at_ms: event.at_ms,
+        event_at_ms: ctx.now_ms,
         body,
+        url: None,
         attempts: 0,
         reason: None,
     })
@@ -357,6 +477,7 @@ fn final_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
         workflow_id: w.workflow_id,
         event_at_ms: ctx.now_ms,
         body,
+        url: None,
         attempts: 0,
         reason: None,
     })

@@ -48,6 +48,10 @@ pub struct Capabilities {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MessagesCapability {
+    /// The format of the webhooks of Messages API v1 sends (`v0.1` or
+    /// `v1`, the default) when a message names none (`webhook_version`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     pub webhooks: MessagesWebhooks,
 }
 
@@ -112,7 +116,7 @@ impl ApplicationRecord {
     /// statuses to `status_url`, final reports to `final_report_url` when
     /// the application names one, else to `status_url`. The webhook is
     /// `None` when the application has no such URL (the job has nowhere
-    /// to go).
+    /// to go). A v1 chain's report goes to `final_report_url` only.
     pub fn webhook_for(&self, kind: WebhookKind) -> (WebhookUrl, Option<&Webhook>) {
         let webhooks = self.webhooks();
         let url = match kind {
@@ -122,6 +126,7 @@ impl ApplicationRecord {
                 Some(_) => WebhookUrl::FinalReportUrl,
                 None => WebhookUrl::StatusUrl,
             },
+            WebhookKind::ChainReport => WebhookUrl::FinalReportUrl,
         };
         let hook = webhooks.and_then(|w| match url {
             WebhookUrl::InboundUrl => w.inbound_url.as_ref(),

@@ -105,6 +105,19 @@ pub enum WorkflowKind {
     Message,
     /// `POST /v0.1/dispatch`: a failover workflow; the id is the dispatch uuid.
     Dispatch,
+    /// `POST /v1/messages` with `failover`: a chain of v1 messages; the id
+    /// is the answer's `workflow_id`. (A v1 message without `failover` is
+    /// a [`WorkflowKind::Message`].)
+    Failover,
+}
+
+impl WorkflowKind {
+    /// Whether the workflow is a chain of several messages, found by each
+    /// message's uuid through its index, with deadlines and a final
+    /// report.
+    pub fn is_chain(self) -> bool {
+        matches!(self, WorkflowKind::Dispatch | WorkflowKind::Failover)
+    }
 }
 
 /// A validated request, answered 202 once this envelope was confirmed.
@@ -194,6 +207,10 @@ pub enum WebhookKind {
     FinalReport,
     /// A message a user sent us, to the `inbound_url`.
     InboundMessage,
+    /// Once per Messages API v1 chain, to the `final_report_url` only:
+    /// v1 has no final report, so an application gets one only when it
+    /// asks for it.
+    ChainReport,
 }
 
 impl WebhookKind {
@@ -202,6 +219,7 @@ impl WebhookKind {
             WebhookKind::MessageStatus => "message_status",
             WebhookKind::FinalReport => "final_report",
             WebhookKind::InboundMessage => "inbound_message",
+            WebhookKind::ChainReport => "chain_report",
         }
     }
 }
@@ -221,6 +239,10 @@ pub struct WebhookJob {
     /// When the event happened, in milliseconds since the Unix epoch.
     pub event_at_ms: i64,
     pub body: serde_json::Value,
+    /// Where it goes instead of the application's URL: a v1 message's
+    /// own `webhook_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Delivery attempts made so far (0 for a new webhook).
     #[serde(default)]
     pub attempts: u32,

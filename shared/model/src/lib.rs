@@ -9,6 +9,8 @@
 //! - [`record`]: what is stored about a workflow and shown by the lookups.
 //! - [`application`]: the application record, as ingest stores it and the
 //!   notifier reads it.
+//! - [`v1`]: the Messages API v1 body, its rules and its mapping onto
+//!   [`message`].
 //! - [`json`]: JSON syntax that refuses duplicate keys.
 //!
 //! Request types keep required fields as `Option` so that validation can name
@@ -22,6 +24,7 @@ pub mod envelope;
 pub mod json;
 pub mod message;
 pub mod record;
+pub mod v1;
 pub mod validate;
 
 pub use channel::{Channel, ChannelRules};

@@ -23,6 +23,10 @@ pub struct OutboundMessage {
     /// Only in a dispatch workflow, and on every step but the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
+    /// A Messages API v1 message as it was sent (`crate::v1`), of which
+    /// the fields above are the mapping. Never read from a v0.1 request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1: Option<Box<crate::v1::V1Message>>,
 }
 
 impl OutboundMessage {

@@ -41,8 +41,10 @@ pub async fn message(
         value: mut message,
         sha256,
     } = body?;
-    // `failover` belongs to dispatch workflows; here it is an unknown field.
+    // `failover` belongs to dispatch workflows; here it is an unknown
+    // field, as `v1` (ours, for v1 messages) is in any v0.1 request.
     message.failover = None;
+    message.v1 = None;
     validate_message(&message).map_err(ApiError::Invalid)?;
     let span = tracing::info_span!(
         "accept",
@@ -77,7 +79,10 @@ pub async fn dispatch(
         sha256,
     } = body?;
     validate_workflow(&workflow, &state.limits).map_err(ApiError::Invalid)?;
-    let messages = workflow.workflow.unwrap_or_default();
+    let mut messages = workflow.workflow.unwrap_or_default();
+    for message in &mut messages {
+        message.v1 = None;
+    }
     let span = tracing::info_span!(
         "accept",
         dispatch_uuid = tracing::field::Empty,
@@ -161,6 +166,7 @@ fn record_id(kind: WorkflowKind, id: Uuid) {
     let field = match kind {
         WorkflowKind::Message => "message_uuid",
         WorkflowKind::Dispatch => "dispatch_uuid",
+        WorkflowKind::Failover => "workflow_id",
     };
     tracing::Span::current().record(field, tracing::field::display(id));
 }
@@ -200,7 +206,7 @@ async fn accept(
     };
     // A dispatch's messages are found by their own uuid too.
     let indexes: Vec<(String, String)> = match kind {
-        WorkflowKind::Dispatch => accepted
+        WorkflowKind::Dispatch | WorkflowKind::Failover => accepted
             .steps
             .iter()
             .map(|s| {

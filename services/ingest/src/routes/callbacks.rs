@@ -401,6 +401,7 @@ async fn inbound_event(
             "timestamp": iso_timestamp(inbound.timestamp_ms),
             "message": inbound.message,
         }),
+        url: None,
         attempts: 0,
         reason: None,
     };

@@ -38,8 +38,29 @@ pub async fn message(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let principal = auth::any(&state, &headers).await?;
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let (record, i) = find(&state, &headers, &id).await?;
+    if record.workflow.steps[i].message.v1.is_some() {
+        // Sent through v1: shown as v1 shows messages.
+        return Ok(Json(v1_view(&state, &record, i)));
+    }
+    Ok(Json(message_view(&state, &record, i)))
+}
+
+/// `GET /v1/messages/{uuid}`: any message, in the v1 shape.
+pub async fn message_v1(state: &AppState, headers: &HeaderMap, id: &str) -> ApiResult<Json<Value>> {
+    let (record, i) = find(state, headers, id).await?;
+    Ok(Json(v1_view(state, &record, i)))
+}
+
+/// The workflow holding message `id` of the caller's account, and the
+/// message's place in it.
+async fn find(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> ApiResult<(WorkflowRecord, usize)> {
+    let principal = auth::any(state, headers).await?;
+    let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound)?;
     let dispatch: Option<String> = state
         .redis()
         .get(state.keys.message(&id.to_string()))
@@ -48,9 +69,9 @@ pub async fn message(
         Some(raw) => Uuid::parse_str(&raw).map_err(|_| ApiError::NotFound)?,
         None => id,
     };
-    let record = load(&state, &principal.account, workflow_id).await?;
+    let record = load(state, &principal.account, workflow_id).await?;
     let i = record.step_index(id).ok_or(ApiError::NotFound)?;
-    Ok(Json(message_view(&state, &record, i)))
+    Ok((record, i))
 }
 
 pub async fn dispatch(
@@ -61,7 +82,7 @@ pub async fn dispatch(
     let principal = auth::any(&state, &headers).await?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let record = load(&state, &principal.account, id).await?;
-    if record.workflow.kind != WorkflowKind::Dispatch {
+    if !record.workflow.kind.is_chain() {
         return Err(ApiError::NotFound);
     }
     let messages: Vec<Value> = (0..record.steps.len())
@@ -83,6 +104,72 @@ pub async fn dispatch(
         view["finished_at"] = json!(iso_timestamp(at));
     }
     Ok(Json(view))
+}
+
+/// A message as the Messages API v1 would describe it: its v1 fields
+/// (`to` and `from` as strings, `channel`, `message_type`), its latest
+/// status and when each arrived, `usage` and `error` as v1 webhooks carry
+/// them, and for a message of a chain its `workflow`.
+fn v1_view(state: &AppState, record: &WorkflowRecord, i: usize) -> Value {
+    let step = &record.steps[i];
+    let request = &record.workflow.steps[i].message;
+    let address = |a: &Option<dispatch_model::message::Address>| {
+        a.as_ref()
+            .and_then(|a| a.number.clone().or_else(|| a.id.clone()))
+    };
+    let v1 = request.v1.as_deref();
+    let message_type = v1.and_then(|m| m.message_type.clone()).or_else(|| {
+        request
+            .message
+            .as_ref()
+            .and_then(|b| b.content.as_ref())
+            .and_then(|c| c.kind)
+            .map(|k| k.as_str().to_owned())
+    });
+    let v0 = message_view(state, record, i);
+    let mut view = json!({
+        "message_uuid": step.message_uuid,
+        "to": address(&request.to),
+        "from": address(&request.from),
+        "channel": step.channel.map(dispatch_model::v1::channel_name),
+        "message_type": message_type,
+        "status": v0["status"],
+        "timestamps": v0["timestamps"],
+        "_links": { "self": { "href": format!("{}/v1/messages/{}", state.base_url, step.message_uuid) } },
+    });
+    for field in [
+        "timestamp",
+        "client_ref",
+        "sent_at",
+        "expires_at",
+        "expired_at",
+    ] {
+        if let Some(value) = v0.get(field) {
+            view[field] = value.clone();
+        }
+    }
+    if let Some(c) = v1.and_then(|m| m.failover_condition.as_ref()) {
+        view["failover_condition"] = json!(c);
+    }
+    if let Some(usage) = &step.usage {
+        view["usage"] = json!({ "currency": usage.currency, "price": usage.price });
+    }
+    if let Some(error) = &step.error {
+        view["error"] = json!({
+            "type": format!("{}{}", dispatch_flow::machine::V1_ERRORS, error.code),
+            "title": error.code.to_string(),
+            "detail": error.reason,
+        });
+    }
+    if record.workflow.kind.is_chain() {
+        view["workflow"] = json!({
+            "workflow_id": record.workflow.workflow_id,
+            "items_number": (i + 1).to_string(),
+            "items_total": record.steps.len().to_string(),
+            "status": record.status,
+        });
+    }
+    view
 }
 
 /// One message as the lookups show it: the latest status, when each

@@ -3,4 +3,5 @@ pub mod callbacks;
 pub mod health;
 pub mod lookup;
 pub mod providers;
+pub mod v1;
 pub mod webhooks;

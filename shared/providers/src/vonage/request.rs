@@ -47,6 +47,9 @@ pub fn body(
     settings: &ProviderSettings,
     webhook_url: &str,
 ) -> Result<Value, MessageError> {
+    if let Some(v1) = command.message.v1.as_deref() {
+        return v1_body(command, v1, settings, webhook_url);
+    }
     let channel = command.channel;
     let message = command.message.message.as_ref();
     let content = message
@@ -63,6 +66,47 @@ pub fn body(
     }
     if let Some(message) = message {
         channel_options(channel, content, message, &mut body);
+    }
+    Ok(Value::Object(body))
+}
+
+/// A message sent to us through the Messages API v1: forwarded as it
+/// came, all of it (types our model only carries as `custom`, `ttl`,
+/// `sms`, `rcs`, `context`, …), with our `client_ref` and webhook, and
+/// without our extension `failover_condition`.
+fn v1_body(
+    command: &SendCommand,
+    v1: &dispatch_model::v1::V1Message,
+    settings: &ProviderSettings,
+    webhook_url: &str,
+) -> Result<Value, MessageError> {
+    if let Some(template) = command
+        .message
+        .message
+        .as_ref()
+        .and_then(|m| m.content.as_ref())
+        .and_then(|c| c.template.as_ref())
+    {
+        check_template(settings, template)?;
+    }
+    let mut v1 = v1.clone();
+    v1.failover_condition = None;
+    v1.failover = None;
+    v1.client_ref = Some(command.message_uuid.to_string());
+    v1.webhook_url = None;
+    v1.webhook_version = None;
+    let mut body = match serde_json::to_value(&v1) {
+        Ok(Value::Object(body)) => body,
+        _ => {
+            return Err(invalid(
+                1020,
+                "Invalid params: the message cannot be written",
+            ));
+        }
+    };
+    if !webhook_url.is_empty() {
+        body.insert("webhook_url".into(), webhook_url.into());
+        body.insert("webhook_version".into(), "v1".into());
     }
     Ok(Value::Object(body))
 }
