@@ -257,6 +257,24 @@ impl System {
         account: &(String, String),
         webhooks: Value,
     ) -> (String, String) {
+        let (id, key) = self.application_keyed(account, webhooks).await;
+        let claims = json!({"application_id": id, "iat": dispatch_model::record::now_ms() / 1000});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).expect("pem"),
+        )
+        .expect("jwt");
+        (id, format!("Bearer {token}"))
+    }
+
+    /// Creates an application of `account` with `webhooks`; returns its id
+    /// and its private key (PEM).
+    pub async fn application_keyed(
+        &self,
+        account: &(String, String),
+        webhooks: Value,
+    ) -> (String, String) {
         let created: Value = self
             .client
             .post(format!("{}/v2/applications", self.url))
@@ -273,14 +291,7 @@ impl System {
             .expect("JSON");
         let id = created["id"].as_str().expect("id").to_owned();
         let key = created["keys"]["private_key"].as_str().expect("key");
-        let claims = json!({"application_id": id, "iat": dispatch_model::record::now_ms() / 1000});
-        let token = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_rsa_pem(key.as_bytes()).expect("pem"),
-        )
-        .expect("jwt");
-        (id, format!("Bearer {token}"))
+        (id, key.to_owned())
     }
 
     /// Posts as an application (`auth` from [`System::application`]).

@@ -202,7 +202,7 @@ async fn a_workflow_runs_on_a_redis_over_tls_as_an_acl_user() {
 }
 
 /// A free port on loopback.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -852,3 +852,113 @@ async fn v1_webhooks_follow_the_message_and_the_application() {
         .expect("rejected at the status_url");
     assert_eq!(rejected["workflow"]["items_total"], "2");
 }
+
+/// The official Python SDK (`vonage`, pinned in
+/// scripts/lib/sdk-requirements.txt), unchanged but for its host, sends
+/// SMS and WhatsApp text and an image, and a failover chain, over HTTPS
+/// to an ingest with its own certificate; the application's status URL
+/// gets their v1 webhooks. Needs the SDK's venv: `scripts/test` makes it
+/// and runs this with `DISPATCH_SDK_PYTHON` set.
+#[tokio::test]
+#[ignore = "needs the Vonage SDK's venv; scripts/test runs it (stage sdk)"]
+async fn the_official_python_sdk_sends_and_gets_its_webhooks() {
+    let python = std::env::var("DISPATCH_SDK_PYTHON")
+        .expect("DISPATCH_SDK_PYTHON: a python with the vonage SDK (scripts/test sets it)");
+    let certs = crate::tls::Certs::make();
+    let sys = System::start_with_notifier(fast_retries).await;
+    let (status_url, statuses) = receiver(|_| 200).await;
+    let account = (sys.api_key.clone(), sys.api_secret.clone());
+    let (app, key) = sys
+        .application_keyed(
+            &account,
+            json!({"status_url": {"address": status_url, "http_method": "POST"}}),
+        )
+        .await;
+    let port = crate::tls::free_port();
+    let _ingest = sys
+        .command("ingest")
+        .env("DISPATCH_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("DISPATCH_TLS_CERT", certs.path("server.pem"))
+        .env("DISPATCH_TLS_KEY", certs.path("server.key"))
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ingest starts");
+    // Ready once it answers over TLS.
+    let ca = std::fs::read(certs.path("ca.pem")).expect("ca.pem");
+    let probe = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("certificate"))
+        .build()
+        .expect("client");
+    let mut ready = false;
+    for _ in 0..200 {
+        let up = probe
+            .get(format!("https://localhost:{port}/readyz"))
+            .send()
+            .await;
+        if up.is_ok_and(|r| r.status() == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the HTTPS ingest never got ready");
+
+    let output = tokio::process::Command::new(&python)
+        .arg("tests/sdk/send.py")
+        .env("DISPATCH_SDK_HOST", format!("localhost:{port}"))
+        .env("DISPATCH_SDK_APPLICATION", &app)
+        .env("DISPATCH_SDK_PRIVATE_KEY", &key)
+        .env("DISPATCH_SDK_TO", "4477002500")
+        .env("REQUESTS_CA_BUNDLE", certs.path("ca.pem"))
+        .output()
+        .await
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the SDK script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&output.stdout).expect("the script's JSON");
+    let status_of = |uuid: &Value, status: &str| {
+        bodies(&statuses)
+            .into_iter()
+            .map(|r| r.json())
+            .find(|b| &b["message_uuid"] == uuid && b["status"] == status)
+    };
+    for (message, status) in [
+        (&sent["sms"], "delivered"),
+        (&sent["whatsapp_text"], "read"),
+        (&sent["whatsapp_image"], "delivered"),
+        (&sent["chain"]["message_uuid"], "rejected"),
+        (&sent["conditional_chain"]["message_uuid"], "delivered"),
+    ] {
+        let hook = sys
+            .eventually(Duration::from_secs(10), || status_of(message, status))
+            .await
+            .unwrap_or_else(|| panic!("no {status} webhook for {message}: {sent}"));
+        assert!(hook["to"].is_string(), "the v1 shape: {hook}");
+        assert!(hook["channel"].is_string(), "{hook}");
+    }
+    assert_eq!(
+        status_of(&sent["sms"], "delivered").expect("sms")["client_ref"],
+        "sdk-sms"
+    );
+    // Each chain reached its SMS.
+    for (chain, sms_to) in [
+        ("chain", "447700250020"),
+        ("conditional_chain", "447700250040"),
+    ] {
+        let workflow = &sent[chain]["workflow_id"];
+        sys.eventually(Duration::from_secs(10), || {
+            bodies(&statuses).into_iter().map(|r| r.json()).find(|b| {
+                &b["workflow"]["workflow_id"] == workflow
+                    && b["workflow"]["items_number"] == "2"
+                    && b["status"] == "delivered"
+            })
+        })
+        .await
+        .unwrap_or_else(|| panic!("{chain}'s SMS was not delivered: {sent}"));
+        assert_eq!(sys.sim.sends_to(sms_to).len(), 1, "{chain}");
+    }
+}
