@@ -257,7 +257,9 @@ impl System {
         account: &(String, String),
         webhooks: Value,
     ) -> (String, String) {
-        let (id, key) = self.application_keyed(account, webhooks).await;
+        let (id, key) = self
+            .application_keyed(account, json!({ "webhooks": webhooks }))
+            .await;
         let claims = json!({"application_id": id, "iat": dispatch_model::record::now_ms() / 1000});
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
@@ -268,12 +270,12 @@ impl System {
         (id, format!("Bearer {token}"))
     }
 
-    /// Creates an application of `account` with `webhooks`; returns its id
-    /// and its private key (PEM).
+    /// Creates an application of `account` whose `messages` capability is
+    /// `messages`; returns its id and its private key (PEM).
     pub async fn application_keyed(
         &self,
         account: &(String, String),
-        webhooks: Value,
+        messages: Value,
     ) -> (String, String) {
         let created: Value = self
             .client
@@ -281,7 +283,7 @@ impl System {
             .basic_auth(&account.0, Some(&account.1))
             .json(&json!({
                 "name": "test",
-                "capabilities": {"messages": {"webhooks": webhooks}}
+                "capabilities": {"messages": messages}
             }))
             .send()
             .await

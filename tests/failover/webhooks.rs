@@ -871,7 +871,7 @@ async fn the_official_python_sdk_sends_and_gets_its_webhooks() {
     let (app, key) = sys
         .application_keyed(
             &account,
-            json!({"status_url": {"address": status_url, "http_method": "POST"}}),
+            json!({"webhooks": {"status_url": {"address": status_url, "http_method": "POST"}}}),
         )
         .await;
     let port = crate::tls::free_port();
@@ -961,4 +961,48 @@ async fn the_official_python_sdk_sends_and_gets_its_webhooks() {
         .unwrap_or_else(|| panic!("{chain}'s SMS was not delivered: {sent}"));
         assert_eq!(sys.sim.sends_to(sms_to).len(), 1, "{chain}");
     }
+}
+
+/// An application whose `capabilities.messages.version` is `v1` gets its
+/// users' messages in the v1 shape.
+#[tokio::test]
+async fn a_v1_application_gets_inbound_messages_in_the_v1_shape() {
+    let sys = System::start_with_notifier(fast_retries).await;
+    let (inbound_url, inbound) = receiver(|_| 200).await;
+    let account = (sys.api_key.clone(), sys.api_secret.clone());
+    let (app, _) = sys
+        .application_keyed(
+            &account,
+            json!({"version": "v1", "webhooks": {
+                "inbound_url": {"address": inbound_url, "http_method": "POST"}}}),
+        )
+        .await;
+    let (user, ours) = ("447700260000", "447700900997");
+    sys.assign_number("whatsapp", ours, &app).await;
+    let answered = sys
+        .client()
+        .post(format!("{}/control/inbound", sys.config.simulator_url))
+        .bearer_auth(&sys.config.simulator_secret)
+        .json(&json!({
+            "channel": "whatsapp", "from": user, "to": ours,
+            "message": {"content": {"type": "text", "text": "Yes"}},
+            "callback_url": format!("{}/callbacks/simulator/inbound", sys.url),
+        }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answered.status().as_u16(), 204);
+    let body = sys
+        .eventually(Duration::from_secs(10), || {
+            bodies(&inbound).into_iter().next()
+        })
+        .await
+        .expect("an inbound webhook")
+        .json();
+    assert_eq!(body["channel"], "whatsapp");
+    assert_eq!(body["to"], ours);
+    assert_eq!(body["from"], user);
+    assert_eq!(body["message_type"], "text");
+    assert_eq!(body["text"], "Yes");
+    assert!(body["message_uuid"].is_string() && body["timestamp"].is_string());
 }

@@ -387,6 +387,24 @@ async fn inbound_event(
         _ => json!({"type": channel, "number": value}),
     };
     let message_uuid = Uuid::new_v4();
+    let v1 = match to.application_id {
+        Some(app) => crate::applications::load(state, &app)
+            .await?
+            .and_then(|a| a.capabilities.messages)
+            .is_some_and(|m| m.version.as_deref() == Some("v1")),
+        None => false,
+    };
+    let body = if v1 {
+        v1_inbound(&inbound, message_uuid)
+    } else {
+        json!({
+            "message_uuid": message_uuid,
+            "to": address(&inbound.to),
+            "from": address(&inbound.from),
+            "timestamp": iso_timestamp(inbound.timestamp_ms),
+            "message": inbound.message,
+        })
+    };
     let job = WebhookJob {
         webhook_id: format!("inbound:{}", inbound.provider_message_id),
         kind: WebhookKind::InboundMessage,
@@ -394,13 +412,7 @@ async fn inbound_event(
         application_id: to.application_id,
         workflow_id: message_uuid,
         event_at_ms: inbound.timestamp_ms,
-        body: json!({
-            "message_uuid": message_uuid,
-            "to": address(&inbound.to),
-            "from": address(&inbound.from),
-            "timestamp": iso_timestamp(inbound.timestamp_ms),
-            "message": inbound.message,
-        }),
+        body,
         url: None,
         attempts: 0,
         reason: None,
@@ -410,4 +422,37 @@ async fn inbound_event(
         return Err(ApiError::Unavailable("The message broker is unavailable."));
     }
     Ok(())
+}
+
+/// An inbound message in the Messages API v1 shape, for an application
+/// whose `capabilities.messages.version` is `v1`: `channel`, `to` and
+/// `from` as strings, `message_type` and the content under the field it
+/// names (a type only v1 has, which our model holds as `custom`, under
+/// its own name again).
+fn v1_inbound(inbound: &Inbound, message_uuid: Uuid) -> serde_json::Value {
+    let mut body = json!({
+        "channel": dispatch_model::v1::channel_name(inbound.channel),
+        "message_uuid": message_uuid,
+        "to": inbound.to,
+        "from": inbound.from,
+        "timestamp": iso_timestamp(inbound.timestamp_ms),
+    });
+    let content = &inbound.message["content"];
+    let kind = content["type"].as_str().unwrap_or("unsupported");
+    match (
+        kind,
+        content["custom"]
+            .get("message_type")
+            .and_then(|t| t.as_str()),
+    ) {
+        ("custom", Some(v1_type)) => {
+            body["message_type"] = json!(v1_type);
+            body[v1_type] = content["custom"][v1_type].clone();
+        }
+        _ => {
+            body["message_type"] = json!(kind);
+            body[kind] = content[kind].clone();
+        }
+    }
+    body
 }
