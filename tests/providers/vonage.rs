@@ -773,7 +773,7 @@ async fn signed_but_unreadable_webhooks_are_malformed() {
         ("inbound", br#"{"channel":"sms"}"#),
         (
             "inbound",
-            br#"{"channel":"rcs","message_uuid":"u","to":"a","from":"b","message_type":"text"}"#,
+            br#"{"channel":"telegram","message_uuid":"u","to":"a","from":"b","message_type":"text"}"#,
         ),
         ("elsewhere", b"{}"),
     ] {

@@ -1,6 +1,7 @@
 use dispatch_model::Channel;
 use dispatch_model::envelope::{
-    DeadlineFired, Envelope, StatusEvent, Step, WebhookKind, WorkflowAccepted, WorkflowKind,
+    DeadlineFired, Envelope, StatusEvent, Step, WebhookJob, WebhookKind, WorkflowAccepted,
+    WorkflowKind,
 };
 use dispatch_model::message::{Address, ConditionStatus, Failover, OutboundMessage};
 use dispatch_model::record::{
@@ -590,4 +591,88 @@ fn a_step_without_condition_waits_for_a_failure_or_the_horizon() {
     assert_eq!(run.sends(), vec![0], "the horizon ends the chain");
     assert_eq!(run.rec.status, WorkflowStatus::Error);
     assert_eq!(run.final_reports().len(), 1);
+}
+
+/// A v1 chain: its status webhooks in the v1 shape, field by field, at
+/// the message's own URL when it names one, and its report for the
+/// `final_report_url`.
+#[test]
+fn v1_chains_report_in_the_v1_shape() {
+    use dispatch_model::v1::V1Message;
+    let v1 = |channel: &str, to: &str, extra: serde_json::Value| -> OutboundMessage {
+        let mut body = serde_json::json!({"channel": channel, "message_type": "text", "to": to,
+            "from": "447700900001", "text": "Hi", "client_ref": "r"});
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        serde_json::from_value::<V1Message>(body)
+            .expect("v1")
+            .to_outbound()
+    };
+    let steps = vec![
+        Step {
+            message_uuid: Uuid::new_v4(),
+            message: v1(
+                "whatsapp",
+                "447700900000",
+                serde_json::json!({
+                "webhook_url": "https://hooks.example/own"}),
+            ),
+        },
+        Step {
+            message_uuid: Uuid::new_v4(),
+            message: v1(
+                "sms",
+                "447700900002",
+                serde_json::json!({"webhook_version": "v0.1"}),
+            ),
+        },
+    ];
+    let mut run = Run::started(record(WorkflowKind::Failover, steps));
+    assert!(run.status(0, MessageStatus::Rejected));
+    let hooks: Vec<WebhookJob> = run
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Publish {
+                envelope: Envelope::Webhook(j),
+            } => Some(j.clone()),
+            _ => None,
+        })
+        .collect();
+    let rejected = &hooks[0];
+    assert_eq!(rejected.url.as_deref(), Some("https://hooks.example/own"));
+    let id = run.rec.workflow.workflow_id;
+    let first = run.rec.steps[0].message_uuid;
+    assert_eq!(
+        rejected.body,
+        serde_json::json!({
+            "message_uuid": first,
+            "to": "447700900000",
+            "from": "447700900001",
+            "timestamp": rejected.body["timestamp"],
+            "status": "rejected",
+            "channel": "whatsapp",
+            "client_ref": "r",
+            "error": {
+                "type": "https://developer.vonage.com/api-errors/messages#1330",
+                "title": "1330",
+                "detail": "Unknown",
+                "instance": first,
+            },
+            "workflow": {"workflow_id": id, "items_number": "1", "items_total": "2"},
+        })
+    );
+    assert_eq!(run.sends(), vec![0, 1], "rejected fails over");
+    // The second message asked for the v0.1 shape.
+    assert!(run.status(1, MessageStatus::Delivered));
+    let delivered = run.webhooks(WebhookKind::MessageStatus);
+    let last = delivered.last().expect("delivered");
+    assert_eq!(last["to"]["number"], "447700900002", "{last}");
+    let report = run.webhooks(WebhookKind::ChainReport);
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0]["workflow_id"], id.to_string());
+    assert_eq!(report[0]["status"], "completed");
+    assert_eq!(report[0]["messages"][0]["channel"], "whatsapp");
+    assert!(run.final_reports().is_empty(), "no Dispatch final report");
 }
