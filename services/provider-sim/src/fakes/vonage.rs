@@ -953,7 +953,8 @@ mod tests {
             "text",
             json!({"text": "hi", "viber_service": {"ttl": 10}})
         )));
-        assert!(!ok(base("rcs", n, "text", json!({"text": "hi"}))));
+        assert!(ok(base("rcs", n, "text", json!({"text": "hi"}))));
+        assert!(!ok(base("telegram", n, "text", json!({"text": "hi"}))));
         assert!(!ok(json!({"channel": "sms"})));
         assert!(!ok(json!([1])));
         assert!(!ok(base(
