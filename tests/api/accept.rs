@@ -7,8 +7,11 @@ use crate::harness::{TestApp, header, send};
 async fn a_message_is_confirmed_queued_and_visible() {
     let app = TestApp::spawn().await;
     app.wait_ready().await;
-    // Clients in the field send a trailing empty query string.
-    let (status, body) = app.post_json("/v0.1/messages?", &cases::sms()).await;
+    // Clients in the field send a trailing empty query string, and
+    // fields of their own: `v1` is ours, but not on v0.1.
+    let mut sms = cases::sms();
+    sms["v1"] = serde_json::json!("not ours");
+    let (status, body) = app.post_json("/v0.1/messages?", &sms).await;
     assert_eq!(status, 202, "{body}");
     let id = body["message_uuid"]
         .as_str()
@@ -26,6 +29,7 @@ async fn a_message_is_confirmed_queued_and_visible() {
     assert_eq!(envelope["workflow_id"], id.as_str());
     assert_eq!(envelope["message_uuid"], id.as_str());
     assert_eq!(envelope["message"]["to"]["number"], "447700900000");
+    assert!(envelope["message"].get("v1").is_none(), "{envelope}");
     assert_eq!(envelope["account"], app.account.api_key.as_str());
     assert_eq!(m.properties.delivery_mode(), &Some(2), "persistent");
     assert_eq!(

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::cases;
-use crate::harness::{Account, TestApp, assert_problem, invalid_names, send, test_config};
+use crate::harness::{Account, TestApp, assert_problem, invalid_names, send};
 
 fn keyed(
     app: &TestApp,
@@ -143,12 +143,14 @@ async fn bad_keys_are_400_and_change_nothing() {
 
 #[tokio::test]
 async fn a_key_held_by_a_request_in_flight_is_409_until_its_lease_ends() {
-    let mut config = test_config();
-    config.idempotency_lease_ms = 400;
-    let app = TestApp::spawn_with(config).await;
+    let app = TestApp::spawn().await;
     app.wait_ready().await;
     let body = cases::two_steps();
-    let bytes = serde_json::to_vec(&body).expect("json");
+    let bytes = [
+        &b"/v0.1/dispatch\n"[..],
+        &serde_json::to_vec(&body).expect("json"),
+    ]
+    .concat();
     let key = uuid::Uuid::new_v4().to_string();
     // What a request holding the key leaves while it writes its workflow,
     // or when it died before writing.
@@ -159,13 +161,20 @@ async fn a_key_held_by_a_request_in_flight_is_409_until_its_lease_ends() {
         "answer": {"dispatch_uuid": workflow_id},
         "claimed_at_ms": dispatch_model::record::now_ms(),
     });
-    let redis_key = app
-        .state
-        .keys
-        .idempotency(&app.account.api_key, &sha256_hex(key.as_bytes()));
-    let _: () = redis::cmd("SET")
-        .arg(&redis_key)
-        .arg(held.to_string())
+    let keys = &app.state.keys;
+    let key_sha256 = sha256_hex(key.as_bytes());
+    let _: () = redis::pipe()
+        .set(
+            keys.idempotency(&app.account.api_key, &key_sha256),
+            held.to_string(),
+        )
+        .ignore()
+        .pset_ex(
+            keys.idempotency_lease(&app.account.api_key, &key_sha256),
+            1,
+            400,
+        )
+        .ignore()
         .query_async(&mut app.state.redis())
         .await
         .expect("set");

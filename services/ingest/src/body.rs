@@ -29,8 +29,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A JSON body with the SHA-256 of its bytes (hex), which tells two
-/// requests under one `Idempotency-Key` apart.
+/// A JSON body with the SHA-256 (hex) of the request's path and the
+/// body's bytes, which tells two requests under one `Idempotency-Key`
+/// apart (the same body sent to another endpoint is another request).
 pub struct HashedJson<T> {
     pub value: T,
     pub sha256: String,
@@ -40,10 +41,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for HashedJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let path = req.uri().path().to_owned();
         let bytes = json_bytes(req, state).await?;
+        let hashed = [path.as_bytes(), b"\n", &bytes].concat();
         Ok(HashedJson {
             value: parse(&bytes)?,
-            sha256: crate::accounts::sha256_hex(&bytes),
+            sha256: crate::accounts::sha256_hex(hashed),
         })
     }
 }

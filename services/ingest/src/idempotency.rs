@@ -10,19 +10,29 @@
 //!
 //! - a repeat with another body is 422, whatever state the key is in;
 //! - a repeat whose workflow exists gets the stored answer again (202,
-//!   the same uuids), whether or not the first request lived to answer;
+//!   the same uuids), whether or not the first request lived to answer.
+//!   The workflow's fate is settled as claimed first: a first request
+//!   whose write had an unknown outcome would otherwise abandon it (and
+//!   answer 503) after the repeat was told 202;
 //! - a repeat whose workflow does not exist yet is 409 while the first
-//!   request may still write it (`idempotency_lease_ms`); after that its
-//!   holder is taken to have died before writing, and the repeat takes
-//!   the key over **with the same workflow id**, so that a holder that was
-//!   only slow cannot create a second workflow: its write finds the
-//!   record there and changes nothing.
+//!   request may still write it: its lease (`idempotency_lease_ms`), a key
+//!   of its own that expires in Redis, so no replica's clock matters.
+//!   After that its holder is taken to have died before writing, and the
+//!   repeat takes the key over **with the same workflow id** (claimed
+//!   first), so that a holder that was only slow cannot create a second
+//!   workflow: its write finds the record there and changes nothing. (A
+//!   holder that abandoned its work and died before releasing the key
+//!   leaves that id abandoned: the repeat takes the key over with an id
+//!   of its own.)
 //!
 //! Only accepted work is remembered. A request answered 4xx before it
 //! claimed its key (authentication, validation, rate) stores nothing, so
-//! the key may be used again with a corrected body; a 503 releases the
-//! claim, so that a retry may succeed.
+//! the key may be used again with a corrected body; a 503 for which
+//! nothing was written releases the claim, so that a retry may succeed.
+//! (A 503 whose write may have happened keeps it: the repeat finds the
+//! workflow, or takes the key over once the lease is over.)
 
+use dispatch_infra::store::Fate;
 use dispatch_model::record::now_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -84,7 +94,8 @@ fn invalid(reason: &'static str) -> ApiError {
     ApiError::InvalidIdempotencyKey(reason)
 }
 
-/// What the key's record holds.
+/// What the key's record holds. (`claimed_at_ms` is for people reading
+/// Redis: the lease decides.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Held {
     /// SHA-256 of the request body, hex.
@@ -110,6 +121,7 @@ pub enum Claim {
 
 pub struct Claimed {
     key: String,
+    lease: String,
     held: Held,
     value: String,
 }
@@ -131,11 +143,11 @@ impl Claimed {
         let mut held = self.held;
         held.done = true;
         let done = serde_json::to_string(&held).unwrap_or_default();
-        let result: redis::RedisResult<i64> = redis::Script::new(SWAP)
+        let result: redis::RedisResult<i64> = redis::Script::new(ANSWERED)
             .key(&self.key)
+            .key(&self.lease)
             .arg(&self.value)
             .arg(done)
-            .arg(0)
             .invoke_async(&mut state.redis())
             .await;
         if let Err(e) = result {
@@ -147,6 +159,7 @@ impl Claimed {
     pub async fn release(self, state: &AppState) {
         let result: redis::RedisResult<i64> = redis::Script::new(RELEASE)
             .key(&self.key)
+            .key(&self.lease)
             .arg(&self.value)
             .invoke_async(&mut state.redis())
             .await;
@@ -157,30 +170,41 @@ impl Claimed {
     }
 }
 
-/// Sets `KEYS[1]` to `ARGV[1]` for `ARGV[2]` ms unless it exists; returns
-/// what it holds otherwise.
+/// Sets the key `KEYS[1]` to `ARGV[1]` for `ARGV[2]` ms, and its lease
+/// `KEYS[2]` for `ARGV[3]` ms, unless the key exists; returns what it
+/// holds and whether its lease is alive otherwise.
 const CLAIM: &str = r"
 local held = redis.call('GET', KEYS[1])
-if held then return held end
+if held then return {held, redis.call('EXISTS', KEYS[2])} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
 return false
 ";
 
-/// Replaces `KEYS[1]`'s value `ARGV[1]` by `ARGV[2]`, keeping its expiry
-/// (`ARGV[3]` = 0) or setting it to `ARGV[3]` ms; 1 if it still held it.
-const SWAP: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[3] == '0' then
-  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+/// Takes the key `KEYS[1]` over from its holder (value `ARGV[1]`) once
+/// its lease `KEYS[2]` is gone: value `ARGV[2]` for `ARGV[3]` ms, a new
+/// lease for `ARGV[4]` ms. 1 if taken.
+const TAKE_OVER: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 return 1
 ";
 
-/// Deletes `KEYS[1]` if it still holds `ARGV[1]`.
+/// Marks the key answered (`ARGV[1]` becomes `ARGV[2]`, keeping its
+/// expiry) and ends its lease.
+const ANSWERED: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+redis.call('DEL', KEYS[2])
+return 1
+";
+
+/// Deletes the key `KEYS[1]` and its lease if it still holds `ARGV[1]`.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
 return 1
 ";
 
@@ -196,10 +220,11 @@ pub async fn claim(
     workflow_id: Uuid,
     answer: Value,
 ) -> ApiResult<Claim> {
-    let redis_key = state
-        .keys
-        .idempotency(account, &crate::accounts::sha256_hex(key));
+    let key_sha256 = crate::accounts::sha256_hex(key);
+    let redis_key = state.keys.idempotency(account, &key_sha256);
+    let lease = state.keys.idempotency_lease(account, &key_sha256);
     let ttl_ms = state.config.idempotency_ttl_secs.saturating_mul(1000);
+    let lease_ms = state.config.idempotency_lease_ms;
     let mine = Held {
         body_sha256,
         workflow_id,
@@ -208,19 +233,25 @@ pub async fn claim(
         done: false,
     };
     let value = serde_json::to_string(&mine).unwrap_or_default();
-    let held: Option<String> = redis::Script::new(CLAIM)
+    let held: Option<(String, i64)> = redis::Script::new(CLAIM)
         .key(&redis_key)
+        .key(&lease)
         .arg(&value)
         .arg(ttl_ms)
+        .arg(lease_ms)
         .invoke_async(&mut state.redis())
         .await?;
-    let Some(raw) = held else {
-        count("claimed");
-        return Ok(Claim::Claimed(Claimed {
-            key: redis_key,
-            held: mine,
+    let claimed = |held, value| {
+        Claim::Claimed(Claimed {
+            key: redis_key.clone(),
+            lease: lease.clone(),
+            held,
             value,
-        }));
+        })
+    };
+    let Some((raw, leased)) = held else {
+        count("claimed");
+        return Ok(claimed(mine, value));
     };
     let theirs: Held = serde_json::from_str(&raw)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("idempotency record unreadable: {e}")))?;
@@ -228,27 +259,43 @@ pub async fn claim(
         count("mismatch");
         return Err(ApiError::IdempotencyMismatch);
     }
-    if theirs.done || workflow_exists(state, theirs.workflow_id).await? {
+    if theirs.done {
         count("replayed");
         return Ok(Claim::Replay(theirs.answer));
     }
-    let lease_ms = i64::try_from(state.config.idempotency_lease_ms).unwrap_or(i64::MAX);
-    if now_ms().saturating_sub(theirs.claimed_at_ms) < lease_ms {
+    if workflow_exists(state, theirs.workflow_id).await? {
+        // Not answered yet, or its answer was lost: it stands only once
+        // its first writer can no longer abandon it.
+        if fate(state, theirs.workflow_id).await? == Fate::Claimed {
+            count("replayed");
+            return Ok(Claim::Replay(theirs.answer));
+        }
+        count("conflict");
+        return Err(ApiError::IdempotencyConflict);
+    }
+    if leased == 1 {
         count("conflict");
         return Err(ApiError::IdempotencyConflict);
     }
     // Its holder died before writing, or is very late: take the key over,
-    // with its workflow id and answer.
-    let taken = Held {
-        claimed_at_ms: now_ms(),
-        ..theirs
+    // with its workflow id and answer, claimed so that the holder cannot
+    // abandon what this request writes; or with this request's own, if
+    // the holder abandoned its work already.
+    let taken = match fate(state, theirs.workflow_id).await? {
+        Fate::Claimed => Held {
+            claimed_at_ms: now_ms(),
+            ..theirs
+        },
+        Fate::Abandoned => mine,
     };
     let taken_value = serde_json::to_string(&taken).unwrap_or_default();
-    let swapped: i64 = redis::Script::new(SWAP)
+    let swapped: i64 = redis::Script::new(TAKE_OVER)
         .key(&redis_key)
+        .key(&lease)
         .arg(&raw)
         .arg(&taken_value)
         .arg(ttl_ms)
+        .arg(lease_ms)
         .invoke_async(&mut state.redis())
         .await?;
     if swapped == 0 {
@@ -257,11 +304,17 @@ pub async fn claim(
         return Err(ApiError::IdempotencyConflict);
     }
     count("taken_over");
-    Ok(Claim::Claimed(Claimed {
-        key: redis_key,
-        held: taken,
-        value: taken_value,
-    }))
+    Ok(claimed(taken, taken_value))
+}
+
+/// Settles workflow `id` as claimed, unless it was abandoned.
+async fn fate(state: &AppState, id: Uuid) -> ApiResult<Fate> {
+    state
+        .engine
+        .store()
+        .settle_fate(&id.to_string(), Fate::Claimed)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
 }
 
 async fn workflow_exists(state: &AppState, id: Uuid) -> ApiResult<bool> {

@@ -316,7 +316,7 @@ fn message_status_webhook(
     if let Some(client_ref) = &message.client_ref {
         body["client_ref"] = json!(client_ref);
     }
-    if w.kind == WorkflowKind::Dispatch {
+    if w.kind.is_chain() {
         body["_links"] = json!({ "workflow": {
             "dispatch_uuid": w.workflow_id,
             "href": format!("{}/v0.1/dispatch/{}", ctx.base_url, w.workflow_id),

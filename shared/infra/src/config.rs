@@ -667,6 +667,11 @@ impl Config {
                 "must be greater than 0 and at most 1",
             );
         }
+        if self.idempotency_ttl_secs > self.record_ttl_secs {
+            // A key that outlived its workflow's record could be taken
+            // over and run the same workflow again.
+            return bad("idempotency_ttl_secs", "must be at most record_ttl_secs");
+        }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");
         }

@@ -703,10 +703,18 @@ impl Keys {
 
     /// String (JSON): what an `Idempotency-Key` of an account answered,
     /// or is answering (`key_sha256` is the key's SHA-256 in hex, so that
-    /// any key fits a key name). Its own slot: it is written before the
-    /// workflow, never in one script with it.
+    /// any key fits a key name). Its own slot, with its lease: it is
+    /// written before the workflow, never in one script with it.
     pub fn idempotency(&self, api_key: &str, key_sha256: &str) -> String {
-        format!("{}:idempotency:{api_key}:{key_sha256}", self.prefix)
+        let tag = self.tag(&format!("{api_key}:{key_sha256}"));
+        format!("{}:idempotency:{tag}", self.prefix)
+    }
+
+    /// String, expiring: present while the request that claimed the key
+    /// may still be writing its workflow (`idempotency_lease_ms`). Beside
+    /// [`Keys::idempotency`], in its slot.
+    pub fn idempotency_lease(&self, api_key: &str, key_sha256: &str) -> String {
+        format!("{}:lease", self.idempotency(api_key, key_sha256))
     }
 
     /// String `claimed` or `abandoned`: whether work whose hand-off had an

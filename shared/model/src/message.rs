@@ -25,7 +25,11 @@ pub struct OutboundMessage {
     pub failover: Option<Failover>,
     /// A Messages API v1 message as it was sent (`crate::v1`), of which
     /// the fields above are the mapping. Never read from a v0.1 request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient"
+    )]
     pub v1: Option<Box<crate::v1::V1Message>>,
 }
 
@@ -189,6 +193,15 @@ pub struct Failover {
     pub expiry_time: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition_status: Option<ConditionStatus>,
+}
+
+/// `v1` read leniently: in a v0.1 request it is an unknown field, which
+/// must not fail the request whatever it holds (the handlers drop it).
+fn lenient<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Box<crate::v1::V1Message>>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
 }
 
 /// The body of `POST /v0.1/dispatch`.

@@ -700,21 +700,46 @@ fn check_media(media: Option<&V1Media>, channel: Channel, t: &str, p: &str, errs
                 format!("{p}{t}.caption"),
                 format!("is not used with {t} on {}.", channel_name(channel)),
             );
-        } else if caption.is_empty() || chars(caption) > 3000 {
-            errs.add(
-                V1Error::InvalidParams,
-                format!("{p}{t}.caption"),
-                "must be 1 to 3000 characters.",
-            );
+        } else {
+            let max = match (channel, t) {
+                (Channel::Mms, _) => 2000,
+                (Channel::ViberServiceMsg, "video") => 1000,
+                _ => 3000,
+            };
+            if caption.is_empty() || chars(caption) > max {
+                errs.add(
+                    V1Error::InvalidParams,
+                    format!("{p}{t}.caption"),
+                    format!("must be 1 to {max} characters."),
+                );
+            }
         }
     }
+    if t == "audio"
+        && matches!(channel, Channel::Whatsapp | Channel::Messenger)
+        && media.url.as_ref().is_some_and(|u| u.len() < 10)
+    {
+        errs.add(
+            V1Error::InvalidParams,
+            format!("{p}audio.url"),
+            "must be 10 to 2000 characters.",
+        );
+    }
     if channel == Channel::ViberServiceMsg {
-        if t == "video" && media.thumb_url.is_none() {
-            errs.add(
-                V1Error::InvalidParams,
-                format!("{p}video.thumb_url"),
-                "is required.",
-            );
+        if t == "video" {
+            match &media.thumb_url {
+                None => errs.add(
+                    V1Error::InvalidParams,
+                    format!("{p}video.thumb_url"),
+                    "is required.",
+                ),
+                Some(url) if url.len() > 1000 || !is_http_url(url) => errs.add(
+                    V1Error::InvalidParams,
+                    format!("{p}video.thumb_url"),
+                    "must be an absolute http(s) URL of at most 1000 characters.",
+                ),
+                Some(_) => {}
+            }
         }
         if let Some(name) = media.name.as_deref().filter(|_| t == "file")
             && chars(name) > 25
@@ -977,6 +1002,23 @@ fn check_options(m: &V1Message, channel: Channel, p: &str, errs: &mut Errors) {
                 errs,
                 "viber_service.ttl",
                 "must be between 30 and 259200 seconds.",
+            );
+        }
+        if v.kind
+            .as_deref()
+            .is_some_and(|k| !matches!(k, "string" | "template"))
+        {
+            bad(
+                errs,
+                "viber_service.type",
+                "must be `string` or `template`.",
+            );
+        }
+        if v.action.is_some() && !matches!(m.message_type.as_deref(), Some("text" | "image")) {
+            bad(
+                errs,
+                "viber_service.action",
+                "is for text and image messages only.",
             );
         }
         if let Some(a) = &v.action {

@@ -90,11 +90,12 @@ pub async fn dispatch(
     );
     let work = Work {
         kind: WorkflowKind::Dispatch,
-        steps: Box::new(move |_| {
+        steps: Box::new(move |id| {
             messages
                 .into_iter()
-                .map(|message| Step {
-                    message_uuid: Uuid::new_v4(),
+                .enumerate()
+                .map(|(i, message)| Step {
+                    message_uuid: step_uuid(id, i),
                     message,
                 })
                 .collect()
@@ -104,6 +105,13 @@ pub async fn dispatch(
     keyed(&state, principal, key, sha256, work)
         .instrument(span)
         .await
+}
+
+/// The uuid of message `i` (0 for the first) of workflow `workflow`: a
+/// UUID v5 of the workflow's, so that the messages of a workflow whose
+/// `Idempotency-Key` is taken over keep their uuids.
+pub fn step_uuid(workflow: Uuid, i: usize) -> Uuid {
+    Uuid::new_v5(&workflow, i.to_string().as_bytes())
 }
 
 /// A 202 and its body; `Idempotent-Replayed: true` on the answer of an
@@ -132,7 +140,9 @@ pub async fn keyed(
     let id = Uuid::new_v4();
     let Some(key) = key else {
         record_id(work.kind, id);
-        accept(state, principal, work.kind, id, (work.steps)(id)).await?;
+        accept(state, principal, work.kind, id, (work.steps)(id))
+            .await
+            .map_err(|r| r.error)?;
         return Ok(accepted((work.answer)(id), false));
     };
     let answer = (work.answer)(id);
@@ -153,11 +163,13 @@ pub async fn keyed(
             claimed.answered(state).await;
             Ok(accepted(answer, false))
         }
-        Err(e) => {
-            if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+        Err(refusal) => {
+            // Kept when the work may run after all: a repeat finds it, or
+            // takes the key over once its lease is over.
+            if !refusal.maybe_written {
                 claimed.release(state).await;
             }
-            Err(e)
+            Err(refusal.error)
         }
     }
 }
@@ -189,13 +201,29 @@ fn field_app(principal: &Principal) -> String {
         .unwrap_or_default()
 }
 
+/// Why work was not accepted, and whether it may run nonetheless (its
+/// write had an unknown outcome and could not be abandoned).
+struct Refusal {
+    error: ApiError,
+    maybe_written: bool,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            error,
+            maybe_written: false,
+        }
+    }
+}
+
 async fn accept(
     state: &AppState,
     principal: Principal,
     kind: WorkflowKind,
     id: Uuid,
     steps: Vec<Step>,
-) -> ApiResult<()> {
+) -> Result<(), Refusal> {
     let accepted = WorkflowAccepted {
         workflow_id: id,
         kind,
@@ -221,7 +249,7 @@ async fn accept(
     if !state.broker.is_ready() {
         // Known to be down: refuse rather than pile work up in Redis for
         // the recovery. (Lost mid-request, it is the recovery's.)
-        return Err(ApiError::Unavailable("The message broker is unavailable."));
+        return Err(ApiError::Unavailable("The message broker is unavailable.").into());
     }
     match state.engine.start(accepted, &indexes).await {
         Ok(applied) => {
@@ -247,11 +275,20 @@ async fn accept(
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not write the workflow");
-            if e.outcome_unknown() && abandon(state, &id).await == Some(Fate::Claimed) {
-                // Written after all, and already under way.
-                return Ok(());
-            }
-            Err(ApiError::Unavailable("The store is unavailable."))
+            let maybe_written = if e.outcome_unknown() {
+                match abandon(state, &id).await {
+                    // Written after all, and already under way.
+                    Some(Fate::Claimed) => return Ok(()),
+                    Some(Fate::Abandoned) => false,
+                    None => true,
+                }
+            } else {
+                false
+            };
+            Err(Refusal {
+                error: ApiError::Unavailable("The store is unavailable."),
+                maybe_written,
+            })
         }
     }
 }

@@ -429,6 +429,20 @@ async fn inbound_event(
 /// `from` as strings, `message_type` and the content under the field it
 /// names (a type only v1 has, which our model holds as `custom`, under
 /// its own name again).
+/// The inbound types our model holds as `custom`, which the v1 shape
+/// names; any other name stays inside `custom` (it could be `from`).
+const V1_ONLY_TYPES: &[&str] = &[
+    "location",
+    "vcard",
+    "sticker",
+    "reaction",
+    "reply",
+    "order",
+    "button",
+    "contact",
+    "unsupported",
+];
+
 fn v1_inbound(inbound: &Inbound, message_uuid: Uuid) -> serde_json::Value {
     let mut body = json!({
         "channel": dispatch_model::v1::channel_name(inbound.channel),
@@ -439,12 +453,11 @@ fn v1_inbound(inbound: &Inbound, message_uuid: Uuid) -> serde_json::Value {
     });
     let content = &inbound.message["content"];
     let kind = content["type"].as_str().unwrap_or("unsupported");
-    match (
-        kind,
-        content["custom"]
-            .get("message_type")
-            .and_then(|t| t.as_str()),
-    ) {
+    let v1_only = content["custom"]
+        .get("message_type")
+        .and_then(|t| t.as_str())
+        .filter(|t| V1_ONLY_TYPES.contains(t));
+    match (kind, v1_only) {
         ("custom", Some(v1_type)) => {
             body["message_type"] = json!(v1_type);
             body[v1_type] = content["custom"][v1_type].clone();

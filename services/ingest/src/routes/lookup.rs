@@ -9,7 +9,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use dispatch_model::envelope::WorkflowKind;
 use dispatch_model::record::{Usage, WorkflowRecord, iso_timestamp};
 use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
@@ -230,7 +229,7 @@ fn message_view(state: &AppState, record: &WorkflowRecord, i: usize) -> Value {
     if let Some(usage) = &step.usage {
         put("usage", json!(usage));
     }
-    if record.workflow.kind == WorkflowKind::Dispatch {
+    if record.workflow.kind.is_chain() {
         let id = record.workflow.workflow_id;
         view["_links"]["workflow"] = json!({
             "dispatch_uuid": id,

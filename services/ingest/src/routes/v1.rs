@@ -16,20 +16,14 @@ use dispatch_model::envelope::{Step, WorkflowKind};
 use dispatch_model::v1::{V1Message, validate};
 use serde_json::{Value, json};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::auth::{self, Principal};
 use crate::body::HashedJson;
 use crate::error::{ApiError, ApiResult, V1Error};
 use crate::idempotency;
 use crate::path::Path;
-use crate::routes::accept::{Accepted, Work, keyed};
+use crate::routes::accept::{Accepted, Work, keyed, step_uuid};
 use crate::state::AppState;
-
-/// The uuid of message `i` (0 for the first) of chain `workflow`.
-pub fn step_uuid(workflow: Uuid, i: usize) -> Uuid {
-    Uuid::new_v5(&workflow, i.to_string().as_bytes())
-}
 
 pub async fn send(
     State(state): State<AppState>,

@@ -376,6 +376,31 @@ fn each_rule_names_its_field_and_error() {
             "rcs.category",
         ),
         (
+            "mms",
+            json!({"image": {"url": "https://x/a.jpg", "caption": "c".repeat(2001)}}),
+            E::InvalidParams,
+            "image.caption",
+        ),
+        (
+            "messenger",
+            json!({"message_type": "audio", "audio": {"url": "http://x/"}}),
+            E::InvalidParams,
+            "audio.url",
+        ),
+        (
+            "viber_service",
+            json!({"viber_service": {"type": "video"}}),
+            E::InvalidChannelParams,
+            "viber_service.type",
+        ),
+        (
+            "viber_service",
+            json!({"message_type": "file", "file": {"url": "https://x/f.pdf"},
+                                 "viber_service": {"action": {"url": "https://x/", "text": "Go"}}}),
+            E::InvalidChannelParams,
+            "viber_service.action",
+        ),
+        (
             "rcs",
             json!({"message_type": "carousel", "carousel": {"cards": [{}]}}),
             E::InvalidParams,

@@ -71,8 +71,9 @@ pub fn body(
 }
 
 /// A message sent to us through the Messages API v1: forwarded as it
-/// came, all of it (types our model only carries as `custom`, `ttl`,
-/// `sms`, `rcs`, `context`, …), with our `client_ref` and webhook, and
+/// came, every field of `V1Message` (types our model only carries as
+/// `custom`, `ttl`, `sms`, `rcs`, `context`, …; fields it does not know
+/// were dropped when it was read), with our `client_ref` and webhook, and
 /// without our extension `failover_condition`.
 fn v1_body(
     command: &SendCommand,
