@@ -193,3 +193,57 @@ async fn a_key_held_by_a_request_in_flight_is_409_until_its_lease_ends() {
         send(app.get(&format!("/v0.1/dispatch/{workflow_id}"), &app.account)).await;
     assert_eq!(status, 200, "{view}");
 }
+
+/// A key whose workflow exists but was never answered: the repeat's 202
+/// first settles the workflow as claimed, so that its first ingest (its
+/// write's outcome unknown) cannot abandon it afterwards; and a workflow
+/// abandoned already is not replayed as accepted.
+#[tokio::test]
+async fn a_replay_claims_the_workflow_it_answers_for() {
+    let app = TestApp::spawn().await;
+    app.wait_ready().await;
+    let body = cases::two_steps();
+    let bytes = [
+        &b"/v0.1/dispatch\n"[..],
+        &serde_json::to_vec(&body).expect("json"),
+    ]
+    .concat();
+    for abandoned in [false, true] {
+        // A workflow written without an answer given for its key.
+        let (status, written) = app.post_json("/v0.1/dispatch", &body).await;
+        assert_eq!(status, 202);
+        let workflow_id = written["dispatch_uuid"].as_str().expect("id").to_owned();
+        let key = uuid::Uuid::new_v4().to_string();
+        let held = json!({
+            "body_sha256": sha256_hex(&bytes),
+            "workflow_id": workflow_id,
+            "answer": {"dispatch_uuid": workflow_id},
+            "claimed_at_ms": dispatch_model::record::now_ms(),
+        });
+        let keys = &app.state.keys;
+        let mut pipe = redis::pipe();
+        pipe.set(
+            keys.idempotency(&app.account.api_key, &sha256_hex(key.as_bytes())),
+            held.to_string(),
+        )
+        .ignore();
+        if abandoned {
+            pipe.set(keys.fate(&workflow_id), "abandoned").ignore();
+        }
+        let _: () = pipe.query_async(&mut app.state.redis()).await.expect("set");
+        let (status, answer) = send(keyed(&app, "/v0.1/dispatch", &app.account, &key, &body)).await;
+        if abandoned {
+            assert_problem(status, &answer, 409);
+            continue;
+        }
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["dispatch_uuid"], workflow_id.as_str());
+        let fate: Option<String> = redis::cmd("GET")
+            .arg(keys.fate(&workflow_id))
+            .query_async(&mut app.state.redis())
+            .await
+            .expect("get");
+        assert_eq!(fate.as_deref(), Some("claimed"), "settled before the 202");
+    }
+    app.drain_queued().await;
+}
