@@ -260,15 +260,15 @@ const V1_GENERAL_ERRORS: &str = "https://developer.vonage.com/api-errors#";
 /// An error of `POST /v1/messages`, rendered as the v1 reference renders
 /// it: its `type` URLs, and 422 for a body that is not JSON or not of
 /// the right shape, as the hosted v1 answers.
-pub struct V1Error(pub ApiError);
+pub struct V1Problem(pub ApiError);
 
-impl From<ApiError> for V1Error {
+impl From<ApiError> for V1Problem {
     fn from(e: ApiError) -> Self {
-        V1Error(e)
+        V1Problem(e)
     }
 }
 
-impl IntoResponse for V1Error {
+impl IntoResponse for V1Problem {
     fn into_response(self) -> Response {
         let e = self.0;
         let status = match &e {

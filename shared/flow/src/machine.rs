@@ -383,16 +383,28 @@ fn v1_status(
     body
 }
 
+/// The steps of `rec` that were sent, in order.
+fn sent_steps(rec: &WorkflowRecord) -> Vec<&StepState> {
+    rec.steps
+        .iter()
+        .filter(|s| s.sent_at_ms.is_some())
+        .collect()
+}
+
+/// How an ended workflow ended, as its report says it.
+fn outcome(rec: &WorkflowRecord) -> &'static str {
+    match rec.status {
+        WorkflowStatus::Completed => "completed",
+        _ => "error",
+    }
+}
+
 /// The report of a Messages API v1 chain, our extension (v1 has none):
 /// how it ended and what each message sent did and cost, to the
 /// application's `final_report_url` only.
 fn chain_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
     let w = &rec.workflow;
-    let sent: Vec<&StepState> = rec
-        .steps
-        .iter()
-        .filter(|s| s.sent_at_ms.is_some())
-        .collect();
+    let sent = sent_steps(rec);
     let messages: Vec<Value> = sent
         .iter()
         .map(|s| {
@@ -408,10 +420,7 @@ fn chain_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
             m
         })
         .collect();
-    let status = match rec.status {
-        WorkflowStatus::Completed => "completed",
-        _ => "error",
-    };
+    let status = outcome(rec);
     let usage = Usage::total(sent.iter().filter_map(|s| s.usage.as_ref()));
     let body = json!({
         "workflow_id": w.workflow_id,
@@ -437,11 +446,7 @@ fn chain_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
 /// The `final-report` webhook of the Dispatch API.
 fn final_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
     let w = &rec.workflow;
-    let sent: Vec<&StepState> = rec
-        .steps
-        .iter()
-        .filter(|s| s.sent_at_ms.is_some())
-        .collect();
+    let sent = sent_steps(rec);
     let messages: Vec<Value> = sent
         .iter()
         .map(|s| {
@@ -457,10 +462,7 @@ fn final_report(rec: &WorkflowRecord, ctx: &Context) -> Envelope {
             m
         })
         .collect();
-    let status = match rec.status {
-        WorkflowStatus::Completed => "completed",
-        _ => "error",
-    };
+    let status = outcome(rec);
     let body = json!({
         "dispatch_uuid": w.workflow_id,
         "template": "failover",

@@ -90,16 +90,7 @@ pub async fn dispatch(
     );
     let work = Work {
         kind: WorkflowKind::Dispatch,
-        steps: Box::new(move |id| {
-            messages
-                .into_iter()
-                .enumerate()
-                .map(|(i, message)| Step {
-                    message_uuid: step_uuid(id, i),
-                    message,
-                })
-                .collect()
-        }),
+        steps: chain_steps(messages),
         answer: |id| json!({ "dispatch_uuid": id }),
     };
     keyed(&state, principal, key, sha256, work)
@@ -112,6 +103,21 @@ pub async fn dispatch(
 /// `Idempotency-Key` is taken over keep their uuids.
 pub fn step_uuid(workflow: Uuid, i: usize) -> Uuid {
     Uuid::new_v5(&workflow, i.to_string().as_bytes())
+}
+
+/// The steps of a chain of `messages`, their uuids following from the
+/// workflow's ([`step_uuid`]).
+pub fn chain_steps(messages: Vec<OutboundMessage>) -> Box<dyn FnOnce(Uuid) -> Vec<Step> + Send> {
+    Box::new(move |id| {
+        messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, message)| Step {
+                message_uuid: step_uuid(id, i),
+                message,
+            })
+            .collect()
+    })
 }
 
 /// A 202 and its body; `Idempotent-Replayed: true` on the answer of an
@@ -194,7 +200,7 @@ fn accepted(answer: Value, replayed: bool) -> Accepted {
     (StatusCode::ACCEPTED, headers, Json(answer))
 }
 
-fn field_app(principal: &Principal) -> String {
+pub fn field_app(principal: &Principal) -> String {
     principal
         .application_id
         .map(|id| id.to_string())

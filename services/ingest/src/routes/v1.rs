@@ -19,17 +19,17 @@ use tracing::Instrument;
 
 use crate::auth::{self, Principal};
 use crate::body::HashedJson;
-use crate::error::{ApiError, ApiResult, V1Error};
+use crate::error::{ApiError, ApiResult, V1Problem};
 use crate::idempotency;
 use crate::path::Path;
-use crate::routes::accept::{Accepted, Work, keyed, step_uuid};
+use crate::routes::accept::{Accepted, Work, chain_steps, field_app, keyed, step_uuid};
 use crate::state::AppState;
 
 pub async fn send(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<HashedJson<V1Message>, ApiError>,
-) -> Result<Accepted, V1Error> {
+) -> Result<Accepted, V1Problem> {
     let principal = auth::any(&state, &headers).await?;
     let key = idempotency::key_of(&headers)?;
     let HashedJson {
@@ -52,24 +52,12 @@ pub async fn send(
         message_uuid = tracing::field::Empty,
         workflow_id = tracing::field::Empty,
         api = "v1",
-        application_id = principal
-            .application_id
-            .map(|id| id.to_string())
-            .unwrap_or_default()
+        application_id = field_app(&principal)
     );
     let work = if is_chain {
         Work {
             kind: WorkflowKind::Failover,
-            steps: Box::new(move |id| {
-                outbound
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, message)| Step {
-                        message_uuid: step_uuid(id, i),
-                        message,
-                    })
-                    .collect()
-            }),
+            steps: chain_steps(outbound),
             answer: |id| json!({ "message_uuid": step_uuid(id, 0), "workflow_id": id }),
         }
     } else {
@@ -107,6 +95,6 @@ pub async fn lookup(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, V1Error> {
+) -> Result<Json<Value>, V1Problem> {
     Ok(super::lookup::message_v1(&state, &headers, &id).await?)
 }
