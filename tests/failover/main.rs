@@ -631,6 +631,7 @@ async fn abandoned_work_never_runs_and_work_under_way_cannot_be_abandoned() {
             message_uuid: id,
             message: serde_json::from_value(sms(to)).expect("message"),
         }],
+        trace_id: None,
     };
     broker
         .publish(&Envelope::WorkflowAccepted(accepted))
@@ -656,6 +657,7 @@ async fn abandoned_work_never_runs_and_work_under_way_cannot_be_abandoned() {
             message_uuid: uuid::Uuid::new_v4(),
             message: serde_json::from_value(sms(to)).expect("message"),
         }],
+        trace_id: None,
     };
     let outbox = engine.start(written, &[]).await.expect("written");
     drop(outbox); // as if ingest died before publishing

@@ -35,6 +35,7 @@ fn accepted(sys: &System, to: &str, fallback: &str) -> WorkflowAccepted {
                 message: serde_json::from_value(s).expect("a message"),
             })
             .collect(),
+        trace_id: None,
     }
 }
 
@@ -127,6 +128,7 @@ async fn what_the_old_topology_left_queued_still_ends() {
             provider_message_id: Some("old-provider-id".into()),
             error: None,
             usage: None,
+            provider: None,
         }))
         .await
         .expect("published");

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use dispatch_infra::activity::{Stat, WebhookLog};
 use dispatch_model::envelope::WebhookJob;
 use dispatch_model::record::now_ms;
 use tracing::Instrument;
@@ -129,6 +130,12 @@ impl Notifier {
         // Waiting for replicas when asked: a mark lost with its master
         // means the webhook is delivered again.
         let mut mark = redis::pipe();
+        let delivered = WebhookLog {
+            status: Some(status.as_u16()),
+            latency_ms: started.elapsed().as_millis() as u64,
+            ..self.log_entry(job, "delivered")
+        };
+        self.log_into(&mut mark, job, &delivered, Stat::WebhookDelivered);
         mark.cmd("SET")
             .arg(self.keys.webhook_delivered(&job.webhook_id))
             .arg(1)
@@ -191,6 +198,16 @@ impl Failed {
             latency_ms,
             error,
             retry_after,
+        }
+    }
+
+    pub(crate) fn log(&self, entry: WebhookLog) -> WebhookLog {
+        WebhookLog {
+            at_ms: self.at_ms,
+            status: self.status,
+            latency_ms: self.latency_ms,
+            error: Some(self.error.clone()),
+            ..entry
         }
     }
 

@@ -71,6 +71,7 @@ use std::time::Duration;
 
 use attempt::{Attempted, Failed, Try};
 use circuit::Circuits;
+use dispatch_infra::activity::{self, Stat, WebhookLog};
 use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::guard;
@@ -529,20 +530,55 @@ impl Notifier {
         Ok(())
     }
 
-    /// Keeps a failed attempt in the webhook's history.
+    /// Keeps a failed attempt in the webhook's history and its
+    /// workflow's log.
     async fn record_attempt(&self, job: &WebhookJob, failed: &Failed) -> Result<(), NotifyError> {
         let key = self.keys.webhook_attempts(&job.webhook_id);
-        redis::pipe()
-            .rpush(
-                &key,
-                serde_json::to_string(&failed.record()).unwrap_or_default(),
-            )
-            .ignore()
-            .expire(&key, self.config.record_ttl_secs as i64)
-            .ignore()
-            .exec_async(&mut self.redis.clone())
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.rpush(
+            &key,
+            serde_json::to_string(&failed.record()).unwrap_or_default(),
+        )
+        .ignore()
+        .expire(&key, self.config.record_ttl_secs as i64)
+        .ignore();
+        let entry = failed.log(self.log_entry(job, "failed"));
+        self.log_into(&mut pipe, job, &entry, Stat::WebhookFailed);
+        pipe.exec_async(&mut self.redis.clone()).await?;
         Ok(())
+    }
+
+    /// A log entry of `job` at this instant ([`dispatch_infra::activity`]).
+    pub(crate) fn log_entry(&self, job: &WebhookJob, outcome: &str) -> WebhookLog {
+        WebhookLog {
+            webhook_id: job.webhook_id.clone(),
+            kind: job.kind.as_str().to_owned(),
+            message_uuid: job.body["message_uuid"].as_str().map(str::to_owned),
+            at_ms: now_ms(),
+            status: None,
+            latency_ms: 0,
+            outcome: outcome.to_owned(),
+            error: None,
+        }
+    }
+
+    /// Appends to `pipe` the keeping of `entry` in the job's workflow's
+    /// log and the counting of `stat` for its account.
+    pub(crate) fn log_into(
+        &self,
+        pipe: &mut redis::Pipeline,
+        job: &WebhookJob,
+        entry: &WebhookLog,
+        stat: Stat<'_>,
+    ) {
+        activity::log_into(
+            pipe,
+            &self.keys,
+            &job.workflow_id.to_string(),
+            entry,
+            self.config.record_ttl_secs,
+        );
+        activity::count_into(pipe, &self.keys, &job.account, &[stat], entry.at_ms);
     }
 
     /// Keeps `job` as a dead letter of its application, with `reason`.
@@ -559,17 +595,21 @@ impl Notifier {
         tracing::warn!(attempts = job.attempts, reason = %reason, "webhook dead-lettered");
         job.reason = Some(reason);
         let key = self.keys.dead_letters(&dead_letter_scope(&job));
-        redis::pipe()
-            .hset(
-                &key,
-                &job.webhook_id,
-                serde_json::to_string(&job).unwrap_or_default(),
-            )
-            .ignore()
-            .expire(&key, self.config.record_ttl_secs as i64)
-            .ignore()
-            .exec_async(&mut self.redis.clone())
-            .await?;
+        let entry = WebhookLog {
+            error: job.reason.clone(),
+            ..self.log_entry(&job, "dead")
+        };
+        let mut pipe = redis::pipe();
+        pipe.hset(
+            &key,
+            &job.webhook_id,
+            serde_json::to_string(&job).unwrap_or_default(),
+        )
+        .ignore()
+        .expire(&key, self.config.record_ttl_secs as i64)
+        .ignore();
+        self.log_into(&mut pipe, &job, &entry, Stat::DeadLetter);
+        pipe.exec_async(&mut self.redis.clone()).await?;
         Ok(())
     }
 

@@ -323,7 +323,7 @@ impl Sender {
                     .receipts
                     .map(&provider, &provider_message_id, target)
                     .await?;
-                self.report_submitted(target, provider_message_id.clone(), command)
+                self.report_submitted(target, provider_message_id.clone(), command, &provider)
                     .await?;
                 self.apply_parked(target, &provider, &provider_message_id, parked)
                     .await
@@ -470,7 +470,7 @@ impl Sender {
                     self.record_last_sent(&scope, command, &provider_message_id)
                         .await?;
                 }
-                self.report_submitted(target, provider_message_id.clone(), command)
+                self.report_submitted(target, provider_message_id.clone(), command, &scope)
                     .await?;
                 self.apply_parked(target, &scope, &provider_message_id, parked)
                     .await
@@ -685,21 +685,25 @@ impl Sender {
     }
 
     /// Reports the provider's acceptance, with the estimated usage.
+    /// `scope` is the provider record's receipt scope (`{kind}:{route}`),
+    /// whose kind the record keeps.
     async fn report_submitted(
         &self,
         target: MessageRef,
         provider_id: String,
         command: &SendCommand,
+        scope: &str,
     ) -> Result<(), HandleError> {
         let estimate = usage::estimate(command, &self.config.prices);
-        self.report(
+        let mut event = self.event(
             target,
             MessageStatus::Submitted,
             Some(provider_id),
             None,
             Some(estimate),
-        )
-        .await
+        );
+        event.provider = scope.split(':').next().map(str::to_owned);
+        self.apply(event).await
     }
 
     async fn report(
@@ -710,7 +714,19 @@ impl Sender {
         error: Option<MessageError>,
         usage: Option<Usage>,
     ) -> Result<(), HandleError> {
-        let event = StatusEvent {
+        let event = self.event(target, status, provider_message_id, error, usage);
+        self.apply(event).await
+    }
+
+    fn event(
+        &self,
+        target: MessageRef,
+        status: MessageStatus,
+        provider_message_id: Option<String>,
+        error: Option<MessageError>,
+        usage: Option<Usage>,
+    ) -> StatusEvent {
+        StatusEvent {
             workflow_id: target.workflow_id,
             message_uuid: target.message_uuid,
             status,
@@ -718,6 +734,14 @@ impl Sender {
             provider_message_id,
             error,
             usage,
+            provider: None,
+        }
+    }
+
+    async fn apply(&self, event: StatusEvent) -> Result<(), HandleError> {
+        let target = MessageRef {
+            workflow_id: event.workflow_id,
+            message_uuid: event.message_uuid,
         };
         // The outcome is recorded: a sender dying from here on leaves it
         // to the command's redelivery, which reports it again.

@@ -102,7 +102,7 @@ use dispatch_flow::{Engine, EngineError, Event};
 use dispatch_infra::broker::{Broker, PublishError};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::{Config, Connections};
-use dispatch_model::envelope::{Envelope, WORKFLOW_DEADLINE, WORKFLOW_OUTBOX};
+use dispatch_model::envelope::{Envelope, WORKFLOW_DEADLINE, WORKFLOW_OUTBOX, WORKFLOW_REDACT};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -556,6 +556,13 @@ async fn fire_one(
         WORKFLOW_OUTBOX => {
             engine
                 .recover(&entry.payload)
+                .instrument(span)
+                .await
+                .map_err(FireError::Apply)?;
+        }
+        WORKFLOW_REDACT => {
+            engine
+                .redact(&entry.payload)
                 .instrument(span)
                 .await
                 .map_err(FireError::Apply)?;

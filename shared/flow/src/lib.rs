@@ -37,11 +37,14 @@
 pub mod machine;
 
 use dispatch_infra::Config;
+use dispatch_infra::activity::Stat;
 use dispatch_infra::broker::{Broker, PublishError};
 use dispatch_infra::redis::{Keys, Redis};
 use dispatch_infra::store::{StoreError, Versioned, WorkflowStore, Write};
 use dispatch_infra::timer::{Scheduler, entry_json};
-use dispatch_model::envelope::{Envelope, WebhookBatch, WorkflowAccepted, WorkflowKind};
+use dispatch_model::envelope::{
+    Envelope, WORKFLOW_REDACT, WebhookBatch, WorkflowAccepted, WorkflowKind,
+};
 use dispatch_model::record::{
     Effect, MessageStatus, Pending, WorkflowRecord, WorkflowStatus, now_ms,
 };
@@ -130,11 +133,14 @@ impl Outbox {
 #[derive(Clone)]
 pub struct Engine {
     store: WorkflowStore,
+    keys: Keys,
     scheduler: Scheduler,
     broker: Broker,
     expiry_unit_ms: u64,
     horizon_ms: u64,
     recovery_ms: u64,
+    /// `content_retention_secs` in ms (0: content is kept).
+    retention_ms: i64,
     base_url: String,
 }
 
@@ -145,11 +151,14 @@ impl Engine {
             store: WorkflowStore::new(redis.clone(), keys.clone(), config.record_ttl_secs)
                 .waking_within(config.timer_max_idle_ms)
                 .replicated(dispatch_infra::redis::Replicated::of(config)),
-            scheduler: Scheduler::new(redis, keys),
+            scheduler: Scheduler::new(redis, keys.clone()),
+            keys,
             broker,
             expiry_unit_ms: config.expiry_time_unit_ms,
             horizon_ms: config.last_step_horizon_ms,
             recovery_ms: config.outbox_recovery_ms,
+            retention_ms: i64::try_from(config.content_retention_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             base_url: config.public_base(),
         }
     }
@@ -353,8 +362,26 @@ impl Engine {
             // This transition's own entries; older ones left undone belong
             // to their writer, or to the recovery if it died.
             let own_from = if armed { next.next_seq } else { 0 };
-            let ops = TimerOps::of(effects, &mut next);
+            let mut ops = TimerOps::of(effects, &mut next);
+            if creating && self.retention_ms > 0 {
+                let due_ms = next
+                    .workflow
+                    .accepted_at_ms
+                    .saturating_add(self.retention_ms);
+                let entry = entry_json(WORKFLOW_REDACT, &key, &key, None);
+                ops.schedule.push((redact_id(&key), due_ms, entry));
+            }
             let change = Change::between(&record, &next);
+            let failover_from = record
+                .current_step
+                .and_then(|i| record.steps.get(i))
+                .and_then(|s| s.channel);
+            let stats = change.stats(&next, event, failover_from);
+            let search = if creating {
+                dispatch_infra::activity::search_keys(&self.keys, &next.workflow)
+            } else {
+                Vec::new()
+            };
             let current = next
                 .current_step
                 .filter(|_| !next.is_finished())
@@ -369,6 +396,8 @@ impl Engine {
                 schedule: ops.schedule,
                 cancel: ops.cancel,
                 indexes: if creating { indexes } else { &[] },
+                search: &search,
+                stats: &stats,
                 recovery_due_ms,
                 own_from,
             };
@@ -388,6 +417,53 @@ impl Engine {
         Err(EngineError::Contended)
     }
 
+    /// Removes the content of workflow `id`'s messages
+    /// (`content_retention_secs`): the timer, when its entry comes due.
+    /// A workflow that may still send (not ended, or with effects not yet
+    /// carried out) is looked at again a retention period later.
+    pub async fn redact(&self, id: &str) -> Result<(), EngineError> {
+        for _ in 0..MAX_RACES {
+            let Some(Versioned {
+                version, record, ..
+            }) = self.store.load(id).await?
+            else {
+                return Ok(());
+            };
+            if record.content_redacted_at_ms.is_some() {
+                return Ok(());
+            }
+            let now = now_ms();
+            if !record.is_finished() || !record.outbox.is_empty() {
+                let later = now.saturating_add(self.retention_ms.max(1_000));
+                self.scheduler
+                    .schedule(&redact_id(id), later, WORKFLOW_REDACT, id, id)
+                    .await?;
+                return Ok(());
+            }
+            let mut next = record;
+            next.redact_content(now);
+            let write = Write {
+                id,
+                expected: version,
+                record: &next,
+                in_flight: 0,
+                current: None,
+                schedule: Vec::new(),
+                cancel: Vec::new(),
+                indexes: &[],
+                search: &[],
+                stats: &[],
+                recovery_due_ms: now,
+                own_from: next.next_seq,
+            };
+            if self.store.write(&write).await? {
+                metrics::counter!("dispatch_workflows_redacted_total").increment(1);
+                return Ok(());
+            }
+        }
+        Err(EngineError::Contended)
+    }
+
     fn context(&self) -> Context {
         Context {
             now_ms: now_ms(),
@@ -396,6 +472,11 @@ impl Engine {
             base_url: self.base_url.clone(),
         }
     }
+}
+
+/// The timer entry that redacts workflow `id`'s content.
+fn redact_id(id: &str) -> String {
+    format!("redact:{id}")
 }
 
 /// Why an outbox effect was not carried out (logged; the recovery
@@ -509,6 +590,33 @@ impl Change {
         i64::from(self.started) - i64::from(self.finished && self.was_running)
     }
 
+    /// The account's counters this change moves ([`dispatch_infra::activity`]);
+    /// `from` is the channel of the message failed over from.
+    fn stats(
+        &self,
+        after: &WorkflowRecord,
+        event: Event<'_>,
+        from: Option<dispatch_model::channel::Channel>,
+    ) -> Vec<Stat<'static>> {
+        let mut stats = Vec::new();
+        if matches!(event, Event::Start) {
+            stats.push(Stat::Accepted);
+        }
+        if self.finished {
+            stats.push(match after.status {
+                WorkflowStatus::Completed => Stat::Completed,
+                _ => Stat::Error,
+            });
+        }
+        if self.failover {
+            stats.push(Stat::Failover(failover_reason(event)));
+            if let Some(channel) = from {
+                stats.push(Stat::FailoverFrom(channel.as_str()));
+            }
+        }
+        stats
+    }
+
     fn count(&self, after: &WorkflowRecord, event: Event<'_>) {
         count_event(event, "applied");
         let kind = match after.workflow.kind {
@@ -528,13 +636,18 @@ impl Change {
                 .increment(1);
         }
         if self.failover {
-            let reason = match event {
-                Event::Deadline(_) => "deadline",
-                Event::Status(s) if s.status == MessageStatus::Rejected => "rejected",
-                _ => "undeliverable",
-            };
-            metrics::counter!("dispatch_failovers_total", "reason" => reason).increment(1);
+            metrics::counter!("dispatch_failovers_total", "reason" => failover_reason(event))
+                .increment(1);
         }
+    }
+}
+
+/// Why an event failed a workflow over.
+fn failover_reason(event: Event<'_>) -> &'static str {
+    match event {
+        Event::Deadline(_) => "deadline",
+        Event::Status(s) if s.status == MessageStatus::Rejected => "rejected",
+        _ => "undeliverable",
     }
 }
 

@@ -113,6 +113,9 @@ fn on_status(
     if let Some(id) = &event.provider_message_id {
         step.provider_message_id = Some(id.clone());
     }
+    if let Some(provider) = &event.provider {
+        step.provider = Some(provider.clone());
+    }
     if event.status.is_failure() && event.error.is_some() {
         step.error = event.error.clone();
     }

@@ -243,6 +243,25 @@ pub struct Config {
     /// How often each notifier reads the circuit and disabled-endpoint
     /// gauges from Redis.
     pub notifier_gauge_interval_ms: u64,
+
+    /// Whether ingest serves the web console under `/console`.
+    pub console_enabled: bool,
+    /// How long a console session lasts after its sign-in.
+    pub console_session_ttl_secs: u64,
+    /// Console sign-ins allowed per minute, per account and per client
+    /// address (twice as many at once).
+    pub console_sign_ins_per_min: u32,
+    /// The token that opens the console's operator view (global queue
+    /// depths); no operator view without it.
+    pub console_operator_token: Option<String>,
+    /// A trace viewer's URL for a trace, with `{trace_id}` in it
+    /// (`http://localhost:16686/trace/{trace_id}`): the console links each
+    /// workflow to the trace of the request that accepted it.
+    pub trace_url_template: Option<String>,
+    /// How long message content (texts, media URLs, templates) is kept in
+    /// workflow records; statuses, usage and recipients stay for
+    /// `record_ttl_secs`. 0: as long as the record.
+    pub content_retention_secs: u64,
 }
 
 /// A provider's limit on sends: `per_sec` sends a second (fractions
@@ -468,6 +487,12 @@ impl Default for Config {
             webhook_circuit_open_ms: 30_000,
             webhook_circuit_open_max_ms: 600_000,
             webhook_endpoint_share: 0.5,
+            console_enabled: true,
+            console_session_ttl_secs: 3_600,
+            console_sign_ins_per_min: 10,
+            console_operator_token: None,
+            trace_url_template: None,
+            content_retention_secs: 0,
             notifier_gauge_interval_ms: 10_000,
         }
     }
@@ -613,6 +638,11 @@ impl Config {
                 "notifier_gauge_interval_ms",
                 self.notifier_gauge_interval_ms,
             ),
+            ("console_session_ttl_secs", self.console_session_ttl_secs),
+            (
+                "console_sign_ins_per_min",
+                u64::from(self.console_sign_ins_per_min),
+            ),
         ] {
             if value == 0 {
                 return bad(field, "must be greater than zero");
@@ -671,6 +701,18 @@ impl Config {
             // A key that outlived its workflow's record could be taken
             // over and run the same workflow again.
             return bad("idempotency_ttl_secs", "must be at most record_ttl_secs");
+        }
+        if let Some(template) = &self.trace_url_template
+            && !template.contains("{trace_id}")
+        {
+            return bad("trace_url_template", "must contain {trace_id}");
+        }
+        if self
+            .console_operator_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return bad("console_operator_token", "must be at least 16 characters");
         }
         if self.max_body_bytes < 1024 {
             return bad("max_body_bytes", "must be at least 1024");

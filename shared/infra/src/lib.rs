@@ -2,6 +2,7 @@
 //! connection and confirmed publisher, the Redis pool, telemetry, and the
 //! shutdown signal.
 
+pub mod activity;
 pub mod admin;
 pub mod broker;
 pub mod config;

@@ -41,6 +41,7 @@ impl Receipt {
             provider_message_id: Some(self.provider_message_id),
             error: self.error,
             usage: self.usage,
+            provider: None,
         }
     }
 }

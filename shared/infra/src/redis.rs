@@ -717,6 +717,56 @@ impl Keys {
         format!("{}:lease", self.idempotency(api_key, key_sha256))
     }
 
+    /// Sorted set of an account's workflow ids scored by acceptance time
+    /// (ms): those whose `field` (`to`: a recipient's number or id, `ref`:
+    /// a `client_ref`) is `value`, or with `field` `all` every workflow.
+    /// For the console's search ([`crate::activity`]). Every search key of
+    /// an account shares its slot, so that a workflow's entries are one
+    /// run of its first write's pipeline; `value` is hashed, so any value
+    /// fits a key name.
+    pub fn search(&self, api_key: &str, field: &str, value: &str) -> String {
+        let value = crate::activity::digest(value);
+        format!(
+            "{}:search:{}:{field}:{value}",
+            self.prefix,
+            self.tag(&format!("account-{api_key}"))
+        )
+    }
+
+    /// Hash of an account's counters for the minute `minute` (minutes
+    /// since the epoch): field → count ([`crate::activity::Stat`]). In the
+    /// account's search slot.
+    pub fn stats(&self, api_key: &str, minute: i64) -> String {
+        format!(
+            "{}:stats:{}:{minute}",
+            self.prefix,
+            self.tag(&format!("account-{api_key}"))
+        )
+    }
+
+    /// List of every webhook attempt of a workflow (JSON
+    /// [`crate::activity::WebhookLog`]), newest last, the latest
+    /// [`crate::activity::WEBHOOK_LOG_MAX`] kept. In the record's slot.
+    pub fn webhook_log(&self, workflow_id: &str) -> String {
+        format!(
+            "{}:workflow:{}:webhooks",
+            self.prefix,
+            self.tag(workflow_id)
+        )
+    }
+
+    /// String (JSON): a console session, under the SHA-256 of its cookie's
+    /// token; expires with the session.
+    pub fn console_session(&self, token_sha256: &str) -> String {
+        format!("{}:console:session:{}", self.prefix, self.tag(token_sha256))
+    }
+
+    /// String (GCRA's next free turn, µs): console sign-ins of one account
+    /// or from one client address (`who`: `account:{key}`, `addr:{ip}`).
+    pub fn console_sign_in_rate(&self, who: &str) -> String {
+        format!("{}:console:sign-in:{}", self.prefix, self.tag(who))
+    }
+
     /// String `claimed` or `abandoned`: whether work whose hand-off had an
     /// unknown outcome runs, or was answered 503 and must not. See
     /// [`crate::store::WorkflowStore::abandon`] and

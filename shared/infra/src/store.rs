@@ -187,6 +187,10 @@ pub struct Write<'a> {
     pub cancel: Vec<String>,
     /// Plain `(key, value)` indexes of the record, with its TTL.
     pub indexes: &'a [(String, String)],
+    /// Search keys to enter the workflow in ([`crate::activity`]).
+    pub search: &'a [String],
+    /// The account's counters this transition moves, once written.
+    pub stats: &'a [crate::activity::Stat<'a>],
     /// When the recovery of a non-empty outbox is due (ms).
     pub recovery_due_ms: i64,
     /// The first outbox sequence number of this transition's own entries;
@@ -369,9 +373,9 @@ impl WorkflowStore {
     ///   that exists anyway, a deadline under an id of its own that fires
     ///   as a stale one, a recovery that finds nothing undone;
     /// - **after**, once written: the timer entries to cancel (one left by
-    ///   a crash fires as a stale deadline) and the count of workflows in
+    ///   a crash fires as a stale deadline), the count of workflows in
     ///   flight (+1 when one starts, -1 when one ends; a crash here leaves
-    ///   it one off).
+    ///   it one off) and the account's counters.
     pub async fn write(&self, write: &Write<'_>) -> Result<bool, StoreError> {
         let json = serde_json::to_string(write.record)?;
         let id = write.id;
@@ -385,6 +389,14 @@ impl WorkflowStore {
                 .arg(self.ttl_secs)
                 .ignore();
         }
+        crate::activity::index_into(
+            &mut pipe,
+            write.search,
+            id,
+            write.record.workflow.accepted_at_ms,
+            self.ttl_secs,
+            now,
+        );
         let recovery = (!write.record.outbox.is_empty())
             .then(|| (recovery_id(id), write.recovery_due_ms, recovery_entry(id)));
         for (entry_id, due_ms, entry) in write.schedule.iter().chain(recovery.as_ref()) {
@@ -438,8 +450,15 @@ impl WorkflowStore {
         if answers.first() != Some(&1) {
             return Ok(false);
         }
-        if !write.cancel.is_empty() || write.in_flight != 0 {
+        if !write.cancel.is_empty() || write.in_flight != 0 || !write.stats.is_empty() {
             let mut after = redis::pipe();
+            crate::activity::count_into(
+                &mut after,
+                &self.keys,
+                &write.record.workflow.account,
+                write.stats,
+                now,
+            );
             for entry_id in &write.cancel {
                 crate::timer::cancel_into(&mut after, &self.keys, entry_id);
             }

@@ -26,6 +26,10 @@ pub const WORKFLOW_DEADLINE: &str = "workflow.deadline";
 /// Routing key of an outbox's recovery timer entry: the timer carries out
 /// what a writer left in a workflow's outbox. Never published.
 pub const WORKFLOW_OUTBOX: &str = "workflow.outbox";
+/// Routing key of a workflow's redaction timer entry: the timer removes
+/// its messages' content once `content_retention_secs` has passed. Never
+/// published.
+pub const WORKFLOW_REDACT: &str = "workflow.redact";
 /// Routing key of a transition's webhooks, published as one job.
 pub const WEBHOOK_BATCH: &str = "webhook.batch";
 /// Routing key of an open circuit's probe (bound to the webhooks queue).
@@ -133,6 +137,10 @@ pub struct WorkflowAccepted {
     /// Milliseconds since the Unix epoch.
     pub accepted_at_ms: i64,
     pub steps: Vec<Step>,
+    /// The trace of the request that accepted it (W3C trace id, 32 hex
+    /// digits), for the console's link to a trace viewer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// One message of a workflow, with its uuid assigned at acceptance so that
@@ -159,6 +167,10 @@ pub struct StatusEvent {
     pub error: Option<MessageError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The kind of provider that took the send (`vonage`, `simulator`):
+    /// on `submitted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// A step's deadline passed: its `expiry_time`, or for the last step the

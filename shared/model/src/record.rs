@@ -173,6 +173,9 @@ pub struct WorkflowRecord {
     pub outbox: Vec<Pending>,
     #[serde(default)]
     pub next_seq: u64,
+    /// When message content was removed (`content_retention_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_redacted_at_ms: Option<i64>,
 }
 
 impl WorkflowRecord {
@@ -189,6 +192,7 @@ impl WorkflowRecord {
                 deadline_ms: None,
                 expired_at_ms: None,
                 provider_message_id: None,
+                provider: None,
                 error: None,
                 usage: None,
                 estimate: None,
@@ -203,7 +207,31 @@ impl WorkflowRecord {
             finished_at_ms: None,
             outbox: Vec::new(),
             next_seq: 0,
+            content_redacted_at_ms: None,
         }
+    }
+
+    /// Removes what its messages said (texts, media, templates, a v1
+    /// message's content), keeping who they went to, their channels,
+    /// `client_ref`s and failover conditions, and every status.
+    pub fn redact_content(&mut self, now_ms: i64) {
+        for step in &mut self.workflow.steps {
+            step.message.message = None;
+            if let Some(v1) = &mut step.message.v1 {
+                **v1 = crate::v1::V1Message {
+                    to: v1.to.take(),
+                    from: v1.from.take(),
+                    channel: v1.channel.take(),
+                    message_type: v1.message_type.take(),
+                    client_ref: v1.client_ref.take(),
+                    failover_condition: v1.failover_condition.take(),
+                    webhook_url: v1.webhook_url.take(),
+                    webhook_version: v1.webhook_version.take(),
+                    ..Default::default()
+                };
+            }
+        }
+        self.content_redacted_at_ms = Some(now_ms);
     }
 
     pub fn step_index(&self, message_uuid: uuid::Uuid) -> Option<usize> {
@@ -241,6 +269,9 @@ pub struct StepState {
     pub expired_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
+    /// The kind of provider that took the send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<MessageError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

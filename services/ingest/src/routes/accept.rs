@@ -237,6 +237,8 @@ async fn accept(
         application_id: principal.application_id,
         accepted_at_ms: now_ms(),
         steps,
+        trace_id: dispatch_infra::telemetry::current_traceparent()
+            .and_then(|t| t.split('-').nth(1).map(str::to_owned)),
     };
     // A dispatch's messages are found by their own uuid too.
     let indexes: Vec<(String, String)> = match kind {

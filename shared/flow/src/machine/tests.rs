@@ -76,6 +76,7 @@ fn record(kind: WorkflowKind, steps: Vec<Step>) -> WorkflowRecord {
         application_id: None,
         accepted_at_ms: 0,
         steps,
+        trace_id: None,
     })
 }
 
@@ -131,6 +132,7 @@ impl Run {
                 reason: "Unknown".into(),
             }),
             usage: (status == MessageStatus::Delivered).then(|| Usage::eur("0.0333")),
+            provider: None,
         }
     }
 
