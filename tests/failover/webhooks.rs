@@ -1006,3 +1006,119 @@ async fn a_v1_application_gets_inbound_messages_in_the_v1_shape() {
     assert_eq!(body["text"], "Yes");
     assert!(body["message_uuid"].is_string() && body["timestamp"].is_string());
 }
+
+/// What the console reads is written where it arises: the account's
+/// counters, its search entries, every webhook attempt (delivered ones
+/// too), and, after `content_retention_secs`, the record without its
+/// messages' content.
+#[tokio::test]
+async fn counters_search_entries_and_webhook_attempts_are_kept_and_content_is_redacted() {
+    use dispatch_infra::activity;
+    let sys = System::start_with_notifier(|c| {
+        fast_retries(c);
+        c.content_retention_secs = 1;
+    })
+    .await;
+    let (url, received) = receiver(|_| 200).await;
+    let (_, auth) = sys.application(&url).await;
+    let mut first = step("viber_service_msg", "447700180103", Some((15, "delivered")));
+    first["client_ref"] = json!("order-7");
+    let body =
+        json!({"template": "failover", "workflow": [first, step("sms", "447700180200", None)]});
+    let id = sys.post_as(&auth, "/v0.1/dispatch", &body).await["dispatch_uuid"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    sys.eventually(Duration::from_secs(10), || {
+        bodies(&received)
+            .iter()
+            .any(|r| r.json().get("template").is_some())
+            .then_some(())
+    })
+    .await
+    .expect("a final report");
+
+    let redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
+    let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
+    let now = dispatch_model::record::now_ms();
+    // The delivered marks come after the receiver's answers: wait for them.
+    let mut totals = std::collections::HashMap::<String, i64>::new();
+    for _ in 0..200 {
+        let window = activity::window(&redis, &keys, &sys.api_key, 3, now + 60_000)
+            .await
+            .expect("counters");
+        totals.clear();
+        for bucket in window {
+            for (field, n) in bucket {
+                *totals.entry(field).or_default() += n;
+            }
+        }
+        if totals.get("webhook:delivered") >= Some(&4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let count = |f: &str| totals.get(f).copied().unwrap_or(0);
+    assert_eq!(count("accepted"), 1, "{totals:?}");
+    assert_eq!(count("completed"), 1, "{totals:?}");
+    assert_eq!(count("error"), 0, "{totals:?}");
+    assert_eq!(count("failover:deadline"), 1, "{totals:?}");
+    assert_eq!(count("failover-from:viber_service_msg"), 1, "{totals:?}");
+    // submitted twice, delivered, the final report.
+    assert_eq!(count("webhook:delivered"), 4, "{totals:?}");
+
+    for (field, value) in [("all", ""), ("to", "+44 7700-180103"), ("ref", "order-7")] {
+        let value = match field {
+            "to" => activity::recipient(value),
+            _ => value.to_owned(),
+        };
+        let key = keys.search(&sys.api_key, field, &value);
+        let (ids, total) = activity::page(&redis, sys.config.record_ttl_secs, &key, 0, 10, now)
+            .await
+            .expect("search");
+        assert_eq!((ids, total), (vec![id.clone()], 1), "{field}");
+    }
+    let log = activity::webhook_log(&redis, &keys, &id)
+        .await
+        .expect("log");
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(
+        log.iter()
+            .all(|l| l.outcome == "delivered" && l.status == Some(200))
+    );
+    assert_eq!(
+        log.iter().filter(|l| l.message_uuid.is_none()).count(),
+        1,
+        "the report"
+    );
+
+    let store = dispatch_infra::store::WorkflowStore::new(redis.clone(), keys, 60);
+    let mut redacted = None;
+    for _ in 0..500 {
+        let record = store
+            .load(&id)
+            .await
+            .expect("load")
+            .expect("a record")
+            .record;
+        if record.content_redacted_at_ms.is_some() {
+            redacted = Some(record);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let redacted = redacted.expect("redacted after content_retention_secs");
+    for step in &redacted.workflow.steps {
+        assert_eq!(step.message.message, None, "content gone");
+        assert!(step.message.to.is_some(), "the recipient stays");
+    }
+    assert_eq!(
+        redacted.steps[1].status,
+        dispatch_model::record::MessageStatus::Delivered
+    );
+    assert_eq!(redacted.steps[1].provider.as_deref(), Some("simulator"));
+    assert_eq!(
+        redacted.workflow.steps[0].message.client_ref.as_deref(),
+        Some("order-7")
+    );
+}
