@@ -330,8 +330,15 @@ impl Sender {
             }
             Sent::Rejected { error } => {
                 tracing::info!("already rejected; reporting it again");
-                self.report(target, MessageStatus::Rejected, None, Some(error), None)
-                    .await
+                self.report(
+                    target,
+                    MessageStatus::Rejected,
+                    None,
+                    Some(error),
+                    None,
+                    None,
+                )
+                .await
             }
         }
     }
@@ -680,8 +687,15 @@ impl Sender {
         self.receipts
             .record_rejected(target.message_uuid, &error)
             .await?;
-        self.report(target, MessageStatus::Rejected, None, Some(error), None)
-            .await
+        self.report(
+            target,
+            MessageStatus::Rejected,
+            None,
+            Some(error),
+            None,
+            None,
+        )
+        .await
     }
 
     /// Reports the provider's acceptance, with the estimated usage.
@@ -695,15 +709,16 @@ impl Sender {
         scope: &str,
     ) -> Result<(), HandleError> {
         let estimate = usage::estimate(command, &self.config.prices);
-        let mut event = self.event(
+        let provider = scope.split(':').next().map(str::to_owned);
+        self.report(
             target,
             MessageStatus::Submitted,
             Some(provider_id),
             None,
             Some(estimate),
-        );
-        event.provider = scope.split(':').next().map(str::to_owned);
-        self.apply(event).await
+            provider,
+        )
+        .await
     }
 
     async fn report(
@@ -713,20 +728,9 @@ impl Sender {
         provider_message_id: Option<String>,
         error: Option<MessageError>,
         usage: Option<Usage>,
+        provider: Option<String>,
     ) -> Result<(), HandleError> {
-        let event = self.event(target, status, provider_message_id, error, usage);
-        self.apply(event).await
-    }
-
-    fn event(
-        &self,
-        target: MessageRef,
-        status: MessageStatus,
-        provider_message_id: Option<String>,
-        error: Option<MessageError>,
-        usage: Option<Usage>,
-    ) -> StatusEvent {
-        StatusEvent {
+        let event = StatusEvent {
             workflow_id: target.workflow_id,
             message_uuid: target.message_uuid,
             status,
@@ -734,14 +738,7 @@ impl Sender {
             provider_message_id,
             error,
             usage,
-            provider: None,
-        }
-    }
-
-    async fn apply(&self, event: StatusEvent) -> Result<(), HandleError> {
-        let target = MessageRef {
-            workflow_id: event.workflow_id,
-            message_uuid: event.message_uuid,
+            provider,
         };
         // The outcome is recorded: a sender dying from here on leaves it
         // to the command's redelivery, which reports it again.

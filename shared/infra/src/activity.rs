@@ -19,8 +19,7 @@
 //! and one of all the account's workflows. Each expires with the records
 //! (`record_ttl_secs` after its last entry); the set of all workflows is
 //! trimmed of members older than the records on every write, the others
-//! when they are read ([`page`]), which also drops members whose record is
-//! gone (erased, or expired early).
+//! when they are read ([`page`]).
 //!
 //! **Webhook attempts**, failed or not, go to a list beside the workflow's
 //! record ([`Keys::webhook_log`]), the latest [`WEBHOOK_LOG_MAX`] kept.
@@ -195,7 +194,7 @@ fn oldest_kept(ttl_secs: u64, now_ms: i64) -> i64 {
 /// first.
 pub async fn page(
     redis: &Redis,
-    keys_ttl_secs: u64,
+    ttl_secs: u64,
     key: &str,
     offset: usize,
     count: usize,
@@ -206,7 +205,7 @@ pub async fn page(
         .cmd("ZREMRANGEBYSCORE")
         .arg(key)
         .arg("-inf")
-        .arg(format!("({}", oldest_kept(keys_ttl_secs, now_ms)))
+        .arg(format!("({}", oldest_kept(ttl_secs, now_ms)))
         .ignore()
         .cmd("ZREVRANGE")
         .arg(key)
@@ -217,18 +216,6 @@ pub async fn page(
         .query_async(&mut redis.clone())
         .await?;
     Ok((ids, total))
-}
-
-/// Forgets `ids` in search key `key`: their records are gone.
-pub async fn forget(redis: &Redis, key: &str, ids: &[String]) -> redis::RedisResult<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    redis::cmd("ZREM")
-        .arg(key)
-        .arg(ids)
-        .exec_async(&mut redis.clone())
-        .await
 }
 
 /// One webhook attempt, as the workflow's timeline shows it.
