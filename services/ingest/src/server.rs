@@ -80,10 +80,10 @@ pub async fn serve(
                 Err(_) => break, // never closed
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -92,11 +92,11 @@ pub async fn serve(
         };
         let (app, shutdown) = (app.clone(), shutdown.clone());
         match tls.clone() {
-            None => connections.spawn(connection(stream, app, limits, shutdown, permit)),
+            None => connections.spawn(connection(stream, peer, app, limits, shutdown, permit)),
             Some(tls) => connections.spawn(async move {
                 let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(stream));
                 match handshake.await {
-                    Ok(Ok(stream)) => connection(stream, app, limits, shutdown, permit).await,
+                    Ok(Ok(stream)) => connection(stream, peer, app, limits, shutdown, permit).await,
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
@@ -126,13 +126,18 @@ async fn accept_failed(e: std::io::Error) {
 
 async fn connection(
     stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    peer: std::net::SocketAddr,
     app: Router,
     limits: Limits,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
     let body_timeout = limits.body_timeout;
-    let service = app.map_request(move |request: Request<Incoming>| {
+    // The client's address, for handlers that ask (`ConnectInfo`).
+    let service = app.map_request(move |mut request: Request<Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         request.map(|body| Body::new(Deadline::new(body, body_timeout)))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
