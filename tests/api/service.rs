@@ -46,6 +46,7 @@ async fn openapi_describes_every_route() {
         ("/v0.1/providers/{channel}", &["delete"]),
         ("/v2/applications/{id}/providers", &["get"]),
         ("/v2/applications/{id}/providers/{channel}", &["delete"]),
+        ("/v0.1/recipients/{number}", &["delete"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
     ] {

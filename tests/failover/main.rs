@@ -3,6 +3,7 @@
 //! applying the transitions whose events arise there.
 //! Each case asserts the sends the simulator saw and the final state.
 
+mod console;
 mod handoffs;
 mod isolation;
 mod lifecycle;

@@ -11,13 +11,13 @@ use crate::system::{System, step};
 
 /// One request the receiver got.
 #[derive(Clone, Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: HeaderMap,
     body: Vec<u8>,
 }
 
 impl Received {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("JSON body")
     }
 
@@ -32,7 +32,7 @@ impl Received {
 
 /// A webhook receiver answering with `answer(n)` for its n-th request
 /// (from 0); returns its URL and what it received.
-async fn receiver(
+pub(crate) async fn receiver(
     answer: impl Fn(usize) -> u16 + Send + Sync + 'static,
 ) -> (String, Arc<Mutex<Vec<Received>>>) {
     receiver_on("127.0.0.1", Duration::ZERO, answer).await
@@ -87,12 +87,12 @@ async fn receiver_timed(
     (url, received)
 }
 
-fn fast_retries(c: &mut dispatch_infra::Config) {
+pub(crate) fn fast_retries(c: &mut dispatch_infra::Config) {
     c.allow_private_webhooks = true;
     c.webhook_retry_schedule_ms = vec![0, 50, 50, 50, 50];
 }
 
-fn bodies(received: &Arc<Mutex<Vec<Received>>>) -> Vec<Received> {
+pub(crate) fn bodies(received: &Arc<Mutex<Vec<Received>>>) -> Vec<Received> {
     received.lock().expect("lock").clone()
 }
 

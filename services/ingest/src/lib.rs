@@ -3,7 +3,7 @@
 //! It authenticates and validates requests to the Messages, Dispatch and
 //! Applications APIs, hands accepted work to RabbitMQ with a publisher
 //! confirm before answering 202, and serves the lookups, `/openapi.json`,
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz` and the web console (`/console`, [`console`]).
 //!
 //! [`spawn`] binds (port 0 in tests) and serves in the background; [`run`]
 //! serves until the shutdown token is cancelled.
@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod applications;
 pub mod auth;
 mod body;
+mod console;
 pub mod error;
 mod idempotency;
 mod middleware;
@@ -41,7 +42,17 @@ use crate::state::AppState;
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 pub fn router(state: AppState) -> Router {
+    let console = if state.config.console_enabled {
+        console::router()
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(console)
+        .route(
+            "/v0.1/recipients/{number}",
+            axum::routing::delete(console::recipient_api),
+        )
         .route("/v0.1/messages", post(routes::accept::message))
         .route("/v1/messages", post(routes::v1::send))
         .route("/v1/messages/{id}", get(routes::v1::lookup))

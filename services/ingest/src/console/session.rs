@@ -84,8 +84,9 @@ pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: u64) -> He
     } else {
         ""
     };
-    let cookie =
-        format!("{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    let cookie = format!(
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    );
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 

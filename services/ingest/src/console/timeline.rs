@@ -54,7 +54,7 @@ impl Axis {
         let step = STEPS
             .iter()
             .copied()
-            .find(|s| span / s <= most)
+            .find(|s| span / s < most)
             .unwrap_or(86_400_000 * (span / most / 86_400_000 + 1));
         (0..=span / step)
             .map(|i| (self.start_ms + i * step, offset(i * step)))
@@ -157,13 +157,9 @@ pub fn layout(record: &WorkflowRecord, log: &[WebhookLog], now_ms: i64) -> Timel
                 class: c.status.as_str().to_owned(),
             })
             .collect();
-        let deadline = step.deadline_ms.map(|due| {
-            (
-                axis.x(due),
-                step.expired_at_ms.is_some(),
-                due > axis.end_ms,
-            )
-        });
+        let deadline = step
+            .deadline_ms
+            .map(|due| (axis.x(due), step.expired_at_ms.is_some(), due > axis.end_ms));
         let uuid = step.message_uuid.to_string();
         let webhooks = log
             .iter()
@@ -247,13 +243,13 @@ pub fn draw(t: &Timeline) -> Markup {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use dispatch_model::envelope::{Step, WorkflowAccepted, WorkflowKind};
     use dispatch_model::record::{MessageStatus, StatusChange, WorkflowStatus};
     use uuid::Uuid;
 
-    fn two_steps() -> WorkflowRecord {
+    pub(crate) fn two_steps() -> WorkflowRecord {
         let step = |channel: &str| Step {
             message_uuid: Uuid::new_v4(),
             message: serde_json::from_value(serde_json::json!({
@@ -335,7 +331,11 @@ mod tests {
         let x = |ms| t.axis.x(ms);
         let first = &t.rows[0];
         assert_eq!(first.label, "1 · whatsapp");
-        assert_eq!(first.bar, Some((x(10_000), x(11_000))), "until its deadline");
+        assert_eq!(
+            first.bar,
+            Some((x(10_000), x(11_000))),
+            "until its deadline"
+        );
         assert_eq!(first.deadline, Some((x(11_000), true, false)), "fired");
         assert_eq!(first.statuses.len(), 1);
         let second = &t.rows[1];

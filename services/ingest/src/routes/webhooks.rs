@@ -113,13 +113,13 @@ pub async fn retry_one(
 
 /// A replay is the application's word that its endpoints take webhooks
 /// again: those disabled by a `410 Gone` are enabled.
-async fn enable_endpoints(state: &AppState, app: &str) -> ApiResult<()> {
+pub(crate) async fn enable_endpoints(state: &AppState, app: &str) -> ApiResult<()> {
     dispatch_infra::endpoints::enable_all(&state.redis(), &state.keys, app).await?;
     Ok(())
 }
 
 /// Queues `job` again with a fresh schedule, then forgets the dead letter.
-async fn replay(state: &AppState, key: &str, job: WebhookJob) -> ApiResult<()> {
+pub(crate) async fn replay(state: &AppState, key: &str, job: WebhookJob) -> ApiResult<()> {
     // Out of the list first: the replayed job may fail and be listed again
     // before this returns, and that new entry must stay.
     let stored = serde_json::to_string(&job).map_err(|e| ApiError::Internal(e.into()))?;
