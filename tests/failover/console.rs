@@ -119,9 +119,7 @@ impl Visitor {
 /// (Viber, never delivered) fails over on its deadline to SMS; returns
 /// its dispatch uuid.
 pub async fn failover_dispatch(sys: &System, key: &str, secret: &str, to: &str) -> String {
-    let mut first = step("viber_service_msg", to, Some((15, "delivered")));
-    first["client_ref"] = json!(format!("ref-{to}"));
-    let body = json!({"template": "failover", "workflow": [first, step("sms", to, None)]});
+    let body = failover_body(to);
     let response = sys
         .client()
         .post(format!("{}/v0.1/dispatch", sys.url))
@@ -133,6 +131,13 @@ pub async fn failover_dispatch(sys: &System, key: &str, secret: &str, to: &str) 
     assert_eq!(response.status().as_u16(), 202);
     let body: Value = response.json().await.expect("JSON");
     body["dispatch_uuid"].as_str().expect("id").to_owned()
+}
+
+/// The body of [`failover_dispatch`].
+pub fn failover_body(to: &str) -> Value {
+    let mut first = step("viber_service_msg", to, Some((15, "delivered")));
+    first["client_ref"] = json!(format!("ref-{to}"));
+    json!({"template": "failover", "workflow": [first, step("sms", to, None)]})
 }
 
 /// Waits until dispatch `id` of `key:secret` has ended.
@@ -241,8 +246,8 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
     );
     let message = timeline
         .body
-        .split("<td class=\"mono\">")
-        .nth(2)
+        .split("class=\"mono small message\">")
+        .nth(1)
         .and_then(|s| s.split('<').next())
         .expect("a message uuid")
         .to_owned();

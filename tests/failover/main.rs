@@ -4,6 +4,7 @@
 //! Each case asserts the sends the simulator saw and the final state.
 
 mod console;
+mod console_browser;
 mod handoffs;
 mod isolation;
 mod lifecycle;

@@ -128,7 +128,9 @@ pub fn lines(title: &str, series: &[Series]) -> Markup {
 
 /// A bar chart of labelled counts.
 pub fn bar_chart(title: &str, class: &str, values: &[(String, i64)]) -> Markup {
-    let plot_h = HEIGHT - BOTTOM - TOP;
+    // Room above the tallest bar for its value.
+    let top = TOP + 12.0;
+    let plot_h = HEIGHT - BOTTOM - top;
     let drawn = bars(values, WIDTH, plot_h);
     html! {
         figure.chart {
@@ -136,11 +138,11 @@ pub fn bar_chart(title: &str, class: &str, values: &[(String, i64)]) -> Markup {
             svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img" aria-label=(title) {
                 title { (title) }
                 @for b in &drawn {
-                    rect class=(format!("bar {class}")) x=(format!("{:.1}", b.x)) y=(format!("{:.1}", TOP + b.y))
+                    rect class=(format!("bar {class}")) x=(format!("{:.1}", b.x)) y=(format!("{:.1}", top + b.y))
                         width=(format!("{:.1}", b.width)) height=(format!("{:.1}", b.height)) {
                         title { (b.label) ": " (b.value) }
                     }
-                    text.value x=(format!("{:.1}", b.x + b.width / 2.0)) y=(format!("{:.1}", TOP + b.y - 2.0)) text-anchor="middle" { (b.value) }
+                    text.value x=(format!("{:.1}", b.x + b.width / 2.0)) y=(format!("{:.1}", top + b.y - 3.0)) text-anchor="middle" { (b.value) }
                     text.scale x=(format!("{:.1}", b.x + b.width / 2.0)) y=(HEIGHT - 4.0) text-anchor="middle" { (b.label) }
                 }
             }

@@ -294,9 +294,21 @@ pub fn at(ms: i64) -> String {
     dispatch_model::record::iso_timestamp(ms)
 }
 
+/// The time of day of `ms` (UTC, to the millisecond), for tables whose
+/// date is said once above them.
+pub fn clock(ms: i64) -> String {
+    let t = at(ms);
+    t.get(11..23).map(str::to_owned).unwrap_or(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_is_the_time_of_day() {
+        assert_eq!(clock(1_700_000_000_123), "22:13:20.123");
+    }
 
     #[test]
     fn fields_take_the_first_of_a_name_and_decode() {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::charts::{self, Series};
 use super::session::{self, Account, Session};
-use super::{Form, Nav, Page, Segment, at, fields, layout};
+use super::{Form, Nav, Page, Segment, at, clock, fields, layout};
 use crate::state::AppState;
 
 /// Workflows per page of search results.
@@ -287,6 +287,7 @@ async fn live_part(state: &AppState, account: &Account) -> Result<Markup, Page> 
                         a href="/console/dead-letters" { "see them" } }
                 }
             }
+            p.muted { "Queue depths are global, in the operator view." }
             h2 { "Recent workflows " span.muted { "(" (total) " kept)" } }
             (workflow_table(&recent))
         }
@@ -583,28 +584,28 @@ pub async fn workflow(
             h2 { "Timeline" }
             (super::timeline::draw(&drawn))
             h2 { "Steps" }
+            p.muted { "Times of day in UTC." }
             table #steps {
                 thead { tr {
-                    th { "#" } th { "Channel" } th { "Provider" } th { "To" } th { "Message" } th { "Sent" }
+                    th { "#" } th { "Channel and message" } th { "Provider" } th { "To" } th { "Sent" }
                     th { "Status" } th { "Deadline" } th { "Failover" } th { "Error" } th { "Usage" }
                 } }
                 tbody {
                     @for (i, s) in record.steps.iter().enumerate() {
                         tr {
                             td { (i + 1) }
-                            td { (s.channel.map_or("?", |c| c.as_str())) }
+                            td { (s.channel.map_or("?", |c| c.as_str())) br; span.mono.small.message { (s.message_uuid) } }
                             td { (s.provider.as_deref().unwrap_or("–")) }
                             td.mono { (to_of(&record, i).unwrap_or("–")) }
-                            td.mono { (s.message_uuid) }
-                            td { @match s.sent_at_ms { Some(t) => (at(t)), None => span.muted { "not sent" } } }
+                            td { @match s.sent_at_ms { Some(t) => (clock(t)), None => span.muted { "not sent" } } }
                             td {
                                 span class=(format!("tag {}", s.status.as_str())) { (s.status.as_str()) }
-                                @for c in &s.history { br; span.muted { (c.status.as_str()) " " (at(c.at_ms)) } }
+                                @for c in &s.history { br; span.muted { (c.status.as_str()) " " (clock(c.at_ms)) } }
                             }
                             td {
                                 @match (s.deadline_ms, s.expired_at_ms) {
-                                    (_, Some(fired)) => { "fired " (at(fired)) }
-                                    (Some(due), None) => { (at(due)) }
+                                    (_, Some(fired)) => { "fired " (clock(fired)) }
+                                    (Some(due), None) => { (clock(due)) }
                                     (None, None) => span.muted { "none" },
                                 }
                             }
@@ -624,7 +625,7 @@ pub async fn workflow(
                     tbody {
                         @for l in &log {
                             tr {
-                                td { (at(l.at_ms)) }
+                                td { (clock(l.at_ms)) }
                                 td { (l.kind) }
                                 td.mono { (l.message_uuid.as_deref().unwrap_or("workflow")) }
                                 td { span class=(format!("tag {}", l.outcome)) { (l.outcome) } }

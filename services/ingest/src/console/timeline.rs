@@ -9,7 +9,7 @@ use dispatch_model::record::WorkflowRecord;
 use maud::{Markup, html};
 
 pub const WIDTH: f64 = 900.0;
-const LEFT: f64 = 130.0;
+const LEFT: f64 = 180.0;
 const RIGHT: f64 = 20.0;
 const ROW: f64 = 56.0;
 const TOP: f64 = 10.0;
