@@ -33,6 +33,7 @@
 //! counters (`rabbitmqctl eval`), or why they are unavailable.
 
 pub mod broker;
+pub mod console;
 mod costs;
 mod counters;
 mod cpu;

@@ -90,6 +90,10 @@ enum Command {
     /// Measure webhook deliveries per second to a local receiver (runs a
     /// notifier in-process under a private prefix).
     BenchWebhooks(dispatch_notifier::bench::BenchArgs),
+    /// Measure how long each console page takes with many workflows
+    /// stored (runs an ingest in-process against the configured Redis,
+    /// under a private prefix); prints p50/p99 per page.
+    BenchConsole(bench::console::Args),
 }
 
 #[derive(Subcommand)]
@@ -508,6 +512,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args, &config).await,
         Command::BenchBroker(args) => bench::broker::run(args, &config).await,
         Command::BenchTimer(args) => dispatch_timer::bench::run_bench(&config, args).await,
+        Command::BenchConsole(args) => bench::console::run(args, &config).await,
         Command::BenchWebhooks(args) => {
             // A timer brings back the webhooks that waited for a free slot.
             let config = dispatch_notifier::bench::private_config(&config);
