@@ -31,6 +31,15 @@ impl Answer {
             .unwrap_or_default()
     }
 
+    /// The value of the first hidden `csrf` field, if any.
+    pub fn csrf_or_empty(&self) -> String {
+        if self.body.contains(r#"name="csrf""#) {
+            self.csrf()
+        } else {
+            String::new()
+        }
+    }
+
     /// The value of the first hidden `csrf` field.
     pub fn csrf(&self) -> String {
         let at = self
@@ -309,11 +318,67 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
         .await;
     assert_eq!(scope.status, 404, "another account's dead letters");
 
-    // Signing out ends the session; its cookie opens nothing after.
+    // Signing out ends the session; its cookie opens nothing after, and
+    // the overview's refresh is sent to sign in as a whole page.
     let csrf = a.get("/console").await.csrf();
     let out = a.post("/console/logout", &[("csrf", &csrf)]).await;
     assert_eq!((out.status, out.location()), (303, "/console/login"));
     assert_eq!(a.get("/console").await.status, 303);
+    let refresh = a
+        .send(
+            a.client
+                .get(format!("{}/console/live", a.base))
+                .header("hx-request", "true"),
+        )
+        .await;
+    assert_eq!(refresh.headers["hx-redirect"], "/console/login");
+}
+
+#[tokio::test]
+async fn the_operator_sees_the_queues_and_no_account_pages() {
+    let token = "operator-token-for-tests";
+    let sys = System::start_configured(true, |c| {
+        c.console_operator_token = Some(token.into());
+    })
+    .await;
+    let mut v = Visitor::new(&sys);
+    let form = v.get("/console/operator").await;
+    assert_eq!(form.status, 200);
+    let csrf = form.csrf();
+    let wrong = v
+        .post("/console/operator", &[("csrf", &csrf), ("token", "not-it")])
+        .await;
+    assert_eq!(wrong.status, 401);
+    let signed = v
+        .post("/console/operator", &[("csrf", &csrf), ("token", token)])
+        .await;
+    assert_eq!(
+        (signed.status, signed.location()),
+        (303, "/console/operator")
+    );
+    let view = v.get("/console/operator").await;
+    assert_eq!(view.status, 200);
+    for queue in ["send.sms", "send.whatsapp", "webhooks"] {
+        assert!(view.body.contains(queue), "{queue} in {}", view.body);
+    }
+    assert!(view.body.contains("id=\"in-flight\""));
+    // The operator is no account: account pages send it back.
+    let away = v.get("/console").await;
+    assert_eq!((away.status, away.location()), (303, "/console/operator"));
+
+    // Without a token configured, nobody signs in as the operator.
+    let plain = System::start().await;
+    let mut v = Visitor::new(&plain);
+    let form = v.get("/console/operator").await;
+    assert!(
+        form.body
+            .contains("no console_operator_token is configured")
+    );
+    let csrf = form.csrf_or_empty();
+    let tried = v
+        .post("/console/operator", &[("csrf", &csrf), ("token", token)])
+        .await;
+    assert_eq!(tried.status, 404);
 }
 
 #[tokio::test]

@@ -982,12 +982,12 @@ pub async fn operator_login(
     extensions: Extensions,
     form: Form,
 ) -> Result<Response, Page> {
-    if !session::form_token_ok(&headers, form.get("csrf")) {
-        return Err(Page::Forbidden);
-    }
     let Some(expected) = state.config.console_operator_token.as_deref() else {
         return Err(Page::NotFound);
     };
+    if !session::form_token_ok(&headers, form.get("csrf")) {
+        return Err(Page::Forbidden);
+    }
     if !session::admit_sign_in(&state, &format!("addr:{}", address(&extensions))).await? {
         return Err(Page::Throttled);
     }

@@ -183,12 +183,21 @@ impl FromRequestParts<AppState> for Account {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        // A refresh by htmx is told to load the page itself, not to put
+        // the sign-in form in place of the figures.
+        let away = |to: &'static str| {
+            if parts.headers.contains_key("hx-request") {
+                ([("hx-redirect", to)], "").into_response()
+            } else {
+                Redirect::to(to).into_response()
+            }
+        };
         match current(state, &parts.headers).await {
             Ok(Some(session)) => match session.account.clone() {
                 Some(api_key) => Ok(Account { api_key, session }),
-                None => Err(Redirect::to("/console/operator").into_response()),
+                None => Err(away("/console/operator")),
             },
-            Ok(None) => Err(Redirect::to("/console/login").into_response()),
+            Ok(None) => Err(away("/console/login")),
             Err(page) => Err(page.into_response()),
         }
     }
