@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::pages::status_name;
 use super::session::Account;
-use super::{Form, Nav, Page, fields, layout};
+use super::{Form, Page, fields, layout};
 use crate::auth;
 use crate::error::{ApiError, ApiResult};
 use crate::path::Path;
@@ -155,14 +155,6 @@ pub async fn recipient_api(
     Ok(Json(json!({ "erased_workflows": erased })))
 }
 
-fn nav(account: &Account) -> Nav<'_> {
-    Nav {
-        who: &account.api_key,
-        csrf: &account.session.csrf,
-        operator: false,
-    }
-}
-
 /// `GET /console/erase?number=…`: the form, and with a number, what
 /// would be erased and the button that does it.
 pub async fn confirm(
@@ -193,7 +185,7 @@ pub async fn confirm(
     }
     Ok(layout(
         "Erase a recipient",
-        Some(&nav(&account)),
+        Some(&account.nav()),
         html! {
             h1 { "Erase a recipient" }
             p.muted { "Deletes every workflow this account sent to the number, with its statuses, webhook attempts, dead letters and search entries. It cannot be undone." }
@@ -233,7 +225,7 @@ pub async fn erase(
         .map_err(Page::unavailable)?;
     Ok(layout(
         "Erased",
-        Some(&nav(&account)),
+        Some(&account.nav()),
         html! {
             h1 { "Erased" }
             p.notice role="status" #erased { (erased) " workflows sent to " strong { (number) } " are erased." }

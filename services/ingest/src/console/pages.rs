@@ -33,14 +33,6 @@ const MINUTES: i64 = 60;
 /// Applications listed on one page.
 const APPS_MAX: isize = 200;
 
-fn nav(account: &Account) -> Nav<'_> {
-    Nav {
-        who: &account.api_key,
-        csrf: &account.session.csrf,
-        operator: false,
-    }
-}
-
 // ---------------------------------------------------------------- sign-in
 
 pub async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -241,7 +233,7 @@ pub async fn overview(State(state): State<AppState>, account: Account) -> Result
     let live = live_part(&state, &account).await?;
     Ok(layout(
         "Overview",
-        Some(&nav(&account)),
+        Some(&account.nav()),
         html! {
             noscript { meta http-equiv="refresh" content="30"; }
             h1 { "Overview" }
@@ -317,7 +309,7 @@ pub async fn search(
             "A search term has at most {QUERY_MAX_CHARS} characters."
         )));
     }
-    let nav = nav(&account);
+    let nav = account.nav();
     if q.is_empty() {
         return Ok(layout("Search", Some(&nav), search_form("", None)).into_response());
     }
@@ -562,7 +554,7 @@ pub async fn workflow(
     let report = log.iter().rev().find(|l| l.message_uuid.is_none());
     Ok(layout(
         "Workflow",
-        Some(&nav(&account)),
+        Some(&account.nav()),
         html! {
             h1 { "Workflow " span.mono { (workflow_id) } }
             dl.facts {
@@ -718,7 +710,7 @@ pub async fn dead_letters(
     };
     Ok(layout(
         "Dead letters",
-        Some(&nav(&account)),
+        Some(&account.nav()),
         html! {
             h1 { "Dead letters" }
             @if let Some(n) = replayed { p.notice role="status" #replayed { (n) " queued again." } }
@@ -786,7 +778,7 @@ pub async fn replay_confirm(
     }
     Ok(layout(
         "Replay",
-        Some(&nav(&account)),
+        Some(&account.nav()),
         html! {
             h1 { "Replay " (chosen.len()) " dead-lettered webhook" @if chosen.len() > 1 { "s" } "?" }
             ul { @for j in &chosen { li.mono { (j.kind.as_str()) " of " (j.workflow_id) } } }
@@ -886,7 +878,7 @@ pub async fn applications(State(state): State<AppState>, account: Account) -> Re
     };
     Ok(layout(
         "Applications",
-        Some(&nav(&account)),
+        Some(&account.nav()),
         html! {
             h1 { "Applications and providers" }
             p.muted { "Credentials are never shown. Webhook URLs are shown without their query string." }

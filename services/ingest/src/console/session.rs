@@ -208,4 +208,13 @@ impl Account {
     pub fn csrf_ok(&self, sent: &str) -> bool {
         same(&self.session.csrf, sent)
     }
+
+    /// The navigation of this account's pages.
+    pub fn nav(&self) -> super::Nav<'_> {
+        super::Nav {
+            who: &self.api_key,
+            csrf: &self.session.csrf,
+            operator: false,
+        }
+    }
 }
