@@ -215,8 +215,12 @@ async fn an_open_circuit_costs_the_same_per_period_whatever_waits() {
         published <= periods,
         "{published} publishes: the probe's, once per period"
     );
+    // About 40 a period: the timer's polls and the probe with its
+    // circuit bookkeeping, and the probe's entry in its workflow's webhook
+    // log and the account's counters (5); none of it grows with what
+    // waits.
     assert!(
-        commands <= 40 * periods,
+        commands <= 48 * periods,
         "{commands} Redis commands over {PERIODS} periods"
     );
 }

@@ -176,6 +176,20 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
     let (key_a, secret_a) = (sys.api_key.clone(), sys.api_secret.clone());
     let (key_b, secret_b) = sys.account().await;
     let id = failover_dispatch(&sys, &key_a, &secret_a, "447700190103").await;
+    // A client_ref that looks like a uuid is found as one.
+    let order = uuid::Uuid::new_v4().to_string();
+    let mut body = failover_body("447700190203");
+    body["workflow"][0]["client_ref"] = json!(order);
+    let response = sys
+        .client()
+        .post(format!("{}/v0.1/dispatch", sys.url))
+        .basic_auth(&key_a, Some(&secret_a))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let by_order: Value = response.json().await.expect("JSON");
+    let by_order = by_order["dispatch_uuid"].as_str().expect("id").to_owned();
     finished(&sys, &key_a, &secret_a, &id).await;
 
     let mut a = Visitor::new(&sys);
@@ -239,6 +253,8 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
             .body
             .contains(&id)
     );
+    let found = a.get(&format!("/console/search?q={order}")).await;
+    assert!(found.body.contains(&by_order), "{}", found.body);
     let by_id = a.get(&format!("/console/search?q={id}")).await;
     assert_eq!(by_id.location(), format!("/console/workflows/{id}"));
     let timeline = a.get(&format!("/console/workflows/{id}")).await;
@@ -283,6 +299,9 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
         .await;
     assert_eq!(script.status, 200);
     assert!(!script.body.contains("<script>alert") && script.body.contains("&lt;script&gt;"));
+    let wrong_method = a.post("/console/search", &[("q", "x")]).await;
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.headers.contains_key("content-security-policy"));
     let missing = a.get("/console/no-such-page").await;
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("Not found"));
@@ -311,7 +330,11 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
     );
     let theirs = b.get("/console/search?q=447700190103").await;
     assert!(!theirs.body.contains(&id) && theirs.body.contains("No workflow of yours"));
-    assert_eq!(b.get(&format!("/console/search?q={id}")).await.status, 404);
+    let by_id = b.get(&format!("/console/search?q={id}")).await;
+    assert_eq!(by_id.status, 200, "not a redirect to A's workflow");
+    assert!(
+        !by_id.body.contains("/console/workflows/") && by_id.body.contains("No workflow of yours")
+    );
     assert!(!b.get("/console").await.body.contains(&id));
     let scope = b
         .get(&format!("/console/dead-letters/replay?scope={key_a}"))

@@ -1016,7 +1016,7 @@ async fn counters_search_entries_and_webhook_attempts_are_kept_and_content_is_re
     use dispatch_infra::activity;
     let sys = System::start_with_notifier(|c| {
         fast_retries(c);
-        c.content_retention_secs = 1;
+        c.content_retention_secs = 2;
     })
     .await;
     let (url, received) = receiver(|_| 200).await;
@@ -1041,6 +1041,24 @@ async fn counters_search_entries_and_webhook_attempts_are_kept_and_content_is_re
     let redis = dispatch_infra::redis::connect(&sys.config).expect("redis");
     let keys = dispatch_infra::redis::Keys::for_config(&sys.config);
     let now = dispatch_model::record::now_ms();
+    // The record's entries must not expire before it (the erasure finds
+    // records through them): shortened here, before the redaction
+    // rewrites the ended record, they must be moved again by it.
+    let view = sys.get(&format!("/v0.1/dispatch/{id}")).await;
+    let first_uuid = view["messages"][0]["message_uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    let to_key = keys.search(&sys.api_key, "to", "447700180103");
+    let mut conn = redis.clone();
+    for key in [to_key.clone(), keys.message(&first_uuid)] {
+        redis::cmd("EXPIRE")
+            .arg(&key)
+            .arg(100)
+            .exec_async(&mut conn)
+            .await
+            .expect("EXPIRE");
+    }
     // The delivered marks come after the receiver's answers: wait for them.
     let mut totals = std::collections::HashMap::<String, i64>::new();
     for _ in 0..200 {
@@ -1073,11 +1091,33 @@ async fn counters_search_entries_and_webhook_attempts_are_kept_and_content_is_re
             _ => value.to_owned(),
         };
         let key = keys.search(&sys.api_key, field, &value);
-        let (ids, total) = activity::page(&redis, sys.config.record_ttl_secs, &key, 0, 10, now)
+        let ttl = sys.config.record_ttl_secs;
+        let (ids, total) = activity::page(&redis, &keys, ttl, &key, 0, 10, now)
             .await
             .expect("search");
         assert_eq!((ids, total), (vec![id.clone()], 1), "{field}");
     }
+    // A read trims members accepted longer ago than a record lives only
+    // when their record is gone: a record lives from its last write.
+    let by_ref = keys.search(&sys.api_key, "ref", "order-7");
+    for member in [id.as_str(), "0f0f0f0f-0000-4000-8000-000000000000"] {
+        redis::cmd("ZADD")
+            .arg(&by_ref)
+            .arg(1)
+            .arg(member)
+            .exec_async(&mut conn)
+            .await
+            .expect("ZADD");
+    }
+    let ttl = sys.config.record_ttl_secs;
+    let (ids, total) = activity::page(&redis, &keys, ttl, &by_ref, 0, 10, now)
+        .await
+        .expect("search");
+    assert_eq!(
+        (ids, total),
+        (vec![id.clone()], 1),
+        "only the gone one trimmed"
+    );
     let log = activity::webhook_log(&redis, &keys, &id)
         .await
         .expect("log");
@@ -1092,7 +1132,7 @@ async fn counters_search_entries_and_webhook_attempts_are_kept_and_content_is_re
         "the report"
     );
 
-    let store = dispatch_infra::store::WorkflowStore::new(redis.clone(), keys, 60);
+    let store = dispatch_infra::store::WorkflowStore::new(redis.clone(), keys.clone(), 60);
     let mut redacted = None;
     for _ in 0..500 {
         let record = store
@@ -1108,6 +1148,15 @@ async fn counters_search_entries_and_webhook_attempts_are_kept_and_content_is_re
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let redacted = redacted.expect("redacted after content_retention_secs");
+    // The redaction moved the record's expiry, and its entries' with it.
+    for key in [to_key, keys.message(&first_uuid)] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("TTL");
+        assert!(ttl > 100, "{key}: {ttl} s left");
+    }
     for step in &redacted.workflow.steps {
         assert_eq!(step.message.message, None, "content gone");
         assert!(step.message.to.is_some(), "the recipient stays");

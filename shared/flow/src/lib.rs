@@ -40,7 +40,7 @@ use dispatch_infra::Config;
 use dispatch_infra::activity::Stat;
 use dispatch_infra::broker::{Broker, PublishError};
 use dispatch_infra::redis::{Keys, Redis};
-use dispatch_infra::store::{StoreError, Versioned, WorkflowStore, Write};
+use dispatch_infra::store::{StoreError, Versioned, WorkflowStore, Write, message_indexes};
 use dispatch_infra::timer::{Scheduler, entry_json};
 use dispatch_model::envelope::{
     Envelope, WORKFLOW_REDACT, WebhookBatch, WorkflowAccepted, WorkflowKind,
@@ -377,10 +377,24 @@ impl Engine {
                 .and_then(|i| record.steps.get(i))
                 .and_then(|s| s.channel);
             let stats = change.stats(&next, event, failover_from);
-            let search = if creating {
+            // A record expires from its last write: its search and index
+            // entries are written when it is created and again by every
+            // write once it has ended (its last writes), so that none
+            // expires before it (activity.rs).
+            let refresh = creating || next.is_finished();
+            let search = if refresh {
                 dispatch_infra::activity::search_keys(&self.keys, &next.workflow)
             } else {
                 Vec::new()
+            };
+            let refreshed;
+            let indexes = match (creating, refresh) {
+                (true, _) => indexes,
+                (false, true) => {
+                    refreshed = message_indexes(&self.keys, &next.workflow);
+                    &refreshed[..]
+                }
+                (false, false) => &[],
             };
             let current = next
                 .current_step
@@ -395,7 +409,7 @@ impl Engine {
                 current,
                 schedule: ops.schedule,
                 cancel: ops.cancel,
-                indexes: if creating { indexes } else { &[] },
+                indexes,
                 search: &search,
                 stats: &stats,
                 recovery_due_ms,
@@ -442,6 +456,8 @@ impl Engine {
             }
             let mut next = record;
             next.redact_content(now);
+            let indexes = message_indexes(&self.keys, &next.workflow);
+            let search = dispatch_infra::activity::search_keys(&self.keys, &next.workflow);
             let write = Write {
                 id,
                 expected: version,
@@ -450,8 +466,8 @@ impl Engine {
                 current: None,
                 schedule: Vec::new(),
                 cancel: Vec::new(),
-                indexes: &[],
-                search: &[],
+                indexes: &indexes,
+                search: &search,
                 stats: &[],
                 recovery_due_ms: now,
                 own_from: next.next_seq,

@@ -16,10 +16,16 @@
 //!
 //! **Search** keys are sorted sets of workflow ids scored by acceptance
 //! time, one per account and recipient, per account and `client_ref`,
-//! and one of all the account's workflows. Each expires with the records
-//! (`record_ttl_secs` after its last entry); the set of all workflows is
-//! trimmed of members older than the records on every write, the others
-//! when they are read ([`page`]).
+//! and one of all the account's workflows. A record expires
+//! `record_ttl_secs` after its last write, which may come long after its
+//! acceptance (a late receipt, the redaction of its content), so its
+//! entries are written again, and their keys' expiry moved, by the write
+//! that creates it and by every write once it has ended (the engine);
+//! nothing outlives them. The set of all workflows is trimmed by
+//! acceptance time on every write (the overview lists only its newest);
+//! the others are trimmed when read ([`page`]), of members whose record
+//! is gone: the erasure of a recipient walks its key, and must find
+//! every record still kept.
 //!
 //! **Webhook attempts**, failed or not, go to a list beside the workflow's
 //! record ([`Keys::webhook_log`]), the latest [`WEBHOOK_LOG_MAX`] kept.
@@ -189,11 +195,16 @@ fn oldest_kept(ttl_secs: u64, now_ms: i64) -> i64 {
     now_ms.saturating_sub(i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX))
 }
 
+/// Most members a read of a search key checks for a gone record.
+const TRIM_BATCH: isize = 100;
+
 /// One page of a search key, newest first: the workflow ids, and how many
-/// the key holds in all. Members older than the records are trimmed
-/// first.
+/// the key holds in all. Members accepted longer ago than a record lives
+/// are trimmed first if their record is gone (a record may live longer,
+/// from its last write).
 pub async fn page(
     redis: &Redis,
+    keys: &Keys,
     ttl_secs: u64,
     key: &str,
     offset: usize,
@@ -201,12 +212,14 @@ pub async fn page(
     now_ms: i64,
 ) -> redis::RedisResult<(Vec<String>, usize)> {
     let stop = offset.saturating_add(count).saturating_sub(1);
-    let (ids, total): (Vec<String>, usize) = redis::pipe()
-        .cmd("ZREMRANGEBYSCORE")
+    let (old, ids, total): (Vec<String>, Vec<String>, usize) = redis::pipe()
+        .cmd("ZRANGEBYSCORE")
         .arg(key)
         .arg("-inf")
         .arg(format!("({}", oldest_kept(ttl_secs, now_ms)))
-        .ignore()
+        .arg("LIMIT")
+        .arg(0)
+        .arg(TRIM_BATCH)
         .cmd("ZREVRANGE")
         .arg(key)
         .arg(offset)
@@ -215,7 +228,30 @@ pub async fn page(
         .arg(key)
         .query_async(&mut redis.clone())
         .await?;
-    Ok((ids, total))
+    if old.is_empty() {
+        return Ok((ids, total));
+    }
+    // One key per command: the records are in slots of their own.
+    let mut pipe = redis::pipe();
+    for id in &old {
+        pipe.cmd("EXISTS").arg(keys.workflow(id));
+    }
+    let kept: Vec<bool> = pipe.query_async(&mut redis.clone()).await?;
+    let gone: Vec<&String> = old
+        .iter()
+        .zip(kept)
+        .filter_map(|(id, kept)| (!kept).then_some(id))
+        .collect();
+    if gone.is_empty() {
+        return Ok((ids, total));
+    }
+    redis::cmd("ZREM")
+        .arg(key)
+        .arg(&gone)
+        .exec_async(&mut redis.clone())
+        .await?;
+    let ids = ids.into_iter().filter(|id| !gone.contains(&id)).collect();
+    Ok((ids, total.saturating_sub(gone.len())))
 }
 
 /// One webhook attempt, as the workflow's timeline shows it.

@@ -26,6 +26,7 @@
 
 use std::sync::LazyLock;
 
+use dispatch_model::envelope::WorkflowAccepted;
 use dispatch_model::record::WorkflowRecord;
 use uuid::Uuid;
 
@@ -196,6 +197,26 @@ pub struct Write<'a> {
     /// The first outbox sequence number of this transition's own entries;
     /// those below were read undone with the record.
     pub own_from: u64,
+}
+
+/// The index entries of a workflow's messages: a dispatch's are found by
+/// their own uuid too (`message:{uuid}` → the dispatch's); a Messages API
+/// send is its own workflow, with none.
+pub fn message_indexes(keys: &Keys, accepted: &WorkflowAccepted) -> Vec<(String, String)> {
+    use dispatch_model::envelope::WorkflowKind;
+    match accepted.kind {
+        WorkflowKind::Dispatch | WorkflowKind::Failover => accepted
+            .steps
+            .iter()
+            .map(|s| {
+                (
+                    keys.message(&s.message_uuid.to_string()),
+                    accepted.workflow_id.to_string(),
+                )
+            })
+            .collect(),
+        WorkflowKind::Message => Vec::new(),
+    }
 }
 
 /// The timer entry that carries out workflow `id`'s outbox if nobody

@@ -172,6 +172,7 @@ pub async fn confirm(
             .search(&account.api_key, "to", &activity::recipient(number));
         let (ids, total) = activity::page(
             &state.redis,
+            &state.keys,
             state.config.record_ttl_secs,
             &key,
             0,

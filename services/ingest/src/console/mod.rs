@@ -63,6 +63,9 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/assets/{name}", get(asset))
         .route("/console/{*rest}", any(|| async { Page::NotFound }))
+        // Before the layer, so that a 405 is a page with its headers too
+        // (the API's JSON one is set only where none is).
+        .method_not_allowed_fallback(|| async { Page::MethodNotAllowed })
         .layer(axum::middleware::from_fn(secure))
 }
 
@@ -126,6 +129,7 @@ pub enum Page {
     /// A form whose CSRF token is not its session's.
     Forbidden,
     Throttled,
+    MethodNotAllowed,
     Unavailable,
 }
 
@@ -159,6 +163,11 @@ impl IntoResponse for Page {
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many sign-ins",
                 "Too many sign-in attempts. Wait a minute and try again.".into(),
+            ),
+            Page::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not allowed",
+                "This page does not take that kind of request.".into(),
             ),
             Page::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,

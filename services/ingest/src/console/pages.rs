@@ -32,6 +32,8 @@ const QUERY_MAX_CHARS: usize = 200;
 const MINUTES: i64 = 60;
 /// Applications listed on one page.
 const APPS_MAX: isize = 200;
+/// Dead letters listed per application.
+const LETTERS_SHOWN: usize = 200;
 
 // ---------------------------------------------------------------- sign-in
 
@@ -255,7 +257,8 @@ async fn live_part(state: &AppState, account: &Account) -> Result<Markup, Page> 
         .map_err(Page::unavailable)?;
     let o = Overview::of(&minutes);
     let key = state.keys.search(&account.api_key, "all", "");
-    let (ids, total) = activity::page(&state.redis, state.config.record_ttl_secs, &key, 0, 10, now)
+    let ttl = state.config.record_ttl_secs;
+    let (ids, total) = activity::page(&state.redis, &state.keys, ttl, &key, 0, 10, now)
         .await
         .map_err(Page::unavailable)?;
     let recent = records(state, &account.api_key, &ids).await?;
@@ -313,23 +316,12 @@ pub async fn search(
     if q.is_empty() {
         return Ok(layout("Search", Some(&nav), search_form("", None)).into_response());
     }
-    if let Ok(id) = Uuid::parse_str(q) {
-        return Ok(match find(&state, &account.api_key, id).await? {
-            Some(record) => Redirect::to(&format!(
-                "/console/workflows/{}",
-                record.workflow.workflow_id
-            ))
-            .into_response(),
-            None => (
-                StatusCode::NOT_FOUND,
-                layout(
-                    "Search",
-                    Some(&nav),
-                    search_form(q, Some("No dispatch or message of yours has that id.")),
-                ),
-            )
-                .into_response(),
-        });
+    // A uuid names a dispatch or a message, or else may be a client_ref.
+    if let Ok(id) = Uuid::parse_str(q)
+        && let Some(record) = find(&state, &account.api_key, id).await?
+    {
+        let to = format!("/console/workflows/{}", record.workflow.workflow_id);
+        return Ok(Redirect::to(&to).into_response());
     }
     let now = now_ms();
     let ttl = state.config.record_ttl_secs;
@@ -337,16 +329,31 @@ pub async fn search(
     let by_number = state
         .keys
         .search(&account.api_key, "to", &activity::recipient(q));
-    let (mut ids, mut total) =
-        activity::page(&state.redis, ttl, &by_number, offset, PAGE_SIZE, now)
-            .await
-            .map_err(Page::unavailable)?;
+    let (mut ids, mut total) = activity::page(
+        &state.redis,
+        &state.keys,
+        ttl,
+        &by_number,
+        offset,
+        PAGE_SIZE,
+        now,
+    )
+    .await
+    .map_err(Page::unavailable)?;
     let mut what = "recipient";
     if total == 0 {
         let by_ref = state.keys.search(&account.api_key, "ref", q);
-        (ids, total) = activity::page(&state.redis, ttl, &by_ref, offset, PAGE_SIZE, now)
-            .await
-            .map_err(Page::unavailable)?;
+        (ids, total) = activity::page(
+            &state.redis,
+            &state.keys,
+            ttl,
+            &by_ref,
+            offset,
+            PAGE_SIZE,
+            now,
+        )
+        .await
+        .map_err(Page::unavailable)?;
         what = "client_ref";
     }
     let found = records(&state, &account.api_key, &ids).await?;
@@ -674,18 +681,54 @@ async fn applications_of(state: &AppState, account: &str) -> Result<Vec<Applicat
         .collect())
 }
 
+/// The dead letters of `scope`, oldest first.
 async fn letters(state: &AppState, scope: &str) -> Result<Vec<WebhookJob>, Page> {
     let raw: Vec<String> = redis::cmd("HVALS")
         .arg(state.keys.dead_letters(scope))
         .query_async(&mut state.redis())
         .await
         .map_err(Page::unavailable)?;
+    Ok(jobs_of(raw))
+}
+
+/// Some of the dead letters of `scope` (about [`LETTERS_SHOWN`], oldest
+/// of those first), and how many there are in all: a page does not grow
+/// with an endpoint that has been down for days.
+async fn some_letters(state: &AppState, scope: &str) -> Result<(Vec<WebhookJob>, usize), Page> {
+    let key = state.keys.dead_letters(scope);
+    let mut cursor = 0u64;
+    let mut raw = Vec::new();
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg(&key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(LETTERS_SHOWN)
+            .query_async(&mut state.redis())
+            .await
+            .map_err(Page::unavailable)?;
+        // Field, value, field, value...
+        raw.extend(found.into_iter().skip(1).step_by(2));
+        cursor = next;
+        if cursor == 0 || raw.len() >= LETTERS_SHOWN {
+            break;
+        }
+    }
+    let total: usize = redis::cmd("HLEN")
+        .arg(&key)
+        .query_async(&mut state.redis())
+        .await
+        .map_err(Page::unavailable)?;
+    Ok((jobs_of(raw), total))
+}
+
+fn jobs_of(raw: Vec<String>) -> Vec<WebhookJob> {
     let mut jobs: Vec<WebhookJob> = raw
         .iter()
         .filter_map(|r| serde_json::from_str(r).ok())
         .collect();
     jobs.sort_by_key(|j| j.event_at_ms);
-    Ok(jobs)
+    jobs
 }
 
 pub async fn dead_letters(
@@ -697,8 +740,8 @@ pub async fn dead_letters(
     let replayed = query.get("replayed").and_then(|n| n.parse::<usize>().ok());
     let mut sections = Vec::new();
     for (scope, name) in scopes(&state, &account.api_key).await? {
-        let jobs = letters(&state, &scope).await?;
-        sections.push((scope, name, jobs));
+        let (jobs, total) = some_letters(&state, &scope).await?;
+        sections.push((scope, name, jobs, total));
     }
     let replay = |scope: &str, webhook: Option<&str>| {
         let mut link = format!("/console/dead-letters/replay?scope={scope}");
@@ -715,14 +758,15 @@ pub async fn dead_letters(
             h1 { "Dead letters" }
             @if let Some(n) = replayed { p.notice role="status" #replayed { (n) " queued again." } }
             p.muted { "Webhooks that failed every attempt. A replay starts a new schedule of attempts and enables endpoints disabled by a 410." }
-            @for (scope, name, jobs) in &sections {
+            @for (scope, name, jobs, total) in &sections {
                 @if !jobs.is_empty() || scope != &account.api_key {
                     section.letters {
-                        h2 { (name) " " span.muted { "(" (jobs.len()) ")" } }
+                        h2 { (name) " " span.muted { "(" (total) ")" } }
                         @if jobs.is_empty() {
                             p.muted { "None." }
                         } @else {
-                            p { a.replay-all href=(replay(scope, None)) { "Replay all " (jobs.len()) } }
+                            p { a.replay-all href=(replay(scope, None)) { "Replay all " (total) } }
+                            @if jobs.len() < *total { p.muted { "Showing " (jobs.len()) " of them." } }
                             table {
                                 thead { tr { th { "Event" } th { "Kind" } th { "Workflow" } th { "Attempts" } th { "Why" } th {} } }
                                 tbody {
@@ -809,6 +853,9 @@ pub async fn replay(
         .into_iter()
         .filter(|j| webhook.is_none_or(|w| j.webhook_id == w))
         .collect();
+    if chosen.is_empty() {
+        return Err(Page::NotFound);
+    }
     if scope != account.api_key {
         crate::routes::webhooks::enable_endpoints(&state, scope)
             .await
@@ -827,10 +874,19 @@ pub async fn replay(
 
 // ---------------------------------------------------------------- applications
 
-/// A webhook URL as shown: without its query string, which may carry a
-/// token.
-pub fn shown_url(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
+/// A webhook URL as shown: without a user and password, query string or
+/// fragment, any of which may carry a credential.
+pub fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".into(),
+    }
 }
 
 pub async fn applications(State(state): State<AppState>, account: Account) -> Result<Markup, Page> {
@@ -889,9 +945,9 @@ pub async fn applications(State(state): State<AppState>, account: Account) -> Re
                     @let hooks = app.capabilities.messages.as_ref();
                     dl.facts {
                         @let w = hooks.map(|m| &m.webhooks);
-                        dt { "Status URL" } dd.mono { (w.and_then(|w| w.status_url.as_ref()).map_or("–", |h| shown_url(&h.address))) }
-                        dt { "Inbound URL" } dd.mono { (w.and_then(|w| w.inbound_url.as_ref()).map_or("–", |h| shown_url(&h.address))) }
-                        dt { "Final report URL" } dd.mono { (w.and_then(|w| w.final_report_url.as_ref()).map_or("–", |h| shown_url(&h.address))) }
+                        dt { "Status URL" } dd.mono { (w.and_then(|w| w.status_url.as_ref()).map_or("–".into(), |h| shown_url(&h.address))) }
+                        dt { "Inbound URL" } dd.mono { (w.and_then(|w| w.inbound_url.as_ref()).map_or("–".into(), |h| shown_url(&h.address))) }
+                        dt { "Final report URL" } dd.mono { (w.and_then(|w| w.final_report_url.as_ref()).map_or("–".into(), |h| shown_url(&h.address))) }
                         dt { "Webhook format" } dd { (hooks.and_then(|m| m.version.as_deref()).unwrap_or("v0.1")) }
                     }
                     (routing(per_app))
@@ -1102,5 +1158,10 @@ mod tests {
         );
         assert_eq!(shown_url("https://x.test/a#f"), "https://x.test/a");
         assert_eq!(shown_url("https://x.test/a"), "https://x.test/a");
+        assert_eq!(
+            shown_url("https://user:s3cret@x.test:8443/a"),
+            "https://x.test:8443/a"
+        );
+        assert_eq!(shown_url("nonsense"), "(not a URL)");
     }
 }

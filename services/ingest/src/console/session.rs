@@ -165,11 +165,33 @@ pub async fn admit_sign_in(state: &AppState, who: &str) -> Result<bool, Page> {
     Ok(wait.is_zero())
 }
 
-/// The client's address, as the connection shows it.
-pub fn client_address(parts_or_info: Option<&ConnectInfo<SocketAddr>>) -> String {
-    parts_or_info
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+/// The client's address as the connection shows it, for its sign-in
+/// limit: an IPv6 address by its /64, which one host usually holds whole.
+/// (Behind a proxy, every client has the proxy's address, and shares its
+/// limit.)
+pub fn client_address(info: Option<&ConnectInfo<SocketAddr>>) -> String {
+    match info.map(|ConnectInfo(addr)| addr.ip().to_canonical()) {
+        Some(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => ip.to_string(),
+        None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_limited_by_host_and_ipv6_by_its_64() {
+        let of = |a: &str| client_address(Some(&ConnectInfo(a.parse().expect("addr"))));
+        assert_eq!(of("192.0.2.7:4000"), "192.0.2.7");
+        assert_eq!(of("[2001:db8:1:2:aaaa::1]:4000"), "2001:db8:1:2::/64");
+        assert_eq!(of("[2001:db8:1:2:bbbb::9]:1"), "2001:db8:1:2::/64");
+        assert_eq!(of("[::ffff:192.0.2.7]:4000"), "192.0.2.7");
+    }
 }
 
 /// An account's signed-in session: a handler's argument that sends

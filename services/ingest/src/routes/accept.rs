@@ -240,20 +240,7 @@ async fn accept(
         trace_id: dispatch_infra::telemetry::current_traceparent()
             .and_then(|t| t.split('-').nth(1).map(str::to_owned)),
     };
-    // A dispatch's messages are found by their own uuid too.
-    let indexes: Vec<(String, String)> = match kind {
-        WorkflowKind::Dispatch | WorkflowKind::Failover => accepted
-            .steps
-            .iter()
-            .map(|s| {
-                (
-                    state.keys.message(&s.message_uuid.to_string()),
-                    id.to_string(),
-                )
-            })
-            .collect(),
-        WorkflowKind::Message => Vec::new(),
-    };
+    let indexes = dispatch_infra::store::message_indexes(&state.keys, &accepted);
     if !state.broker.is_ready() {
         // Known to be down: refuse rather than pile work up in Redis for
         // the recovery. (Lost mid-request, it is the recovery's.)
