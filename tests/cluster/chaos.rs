@@ -274,18 +274,37 @@ impl Run {
                     .to_owned();
                 by_id.entry(id).or_default().push(report.clone());
             }
-            let missing = accepted
+            let missing: Vec<&Uuid> = accepted
                 .iter()
-                .filter(|(id, _)| !by_id.contains_key(&id.to_string()))
-                .count();
-            if missing == 0 {
+                .map(|(id, _)| id)
+                .filter(|id| !by_id.contains_key(&id.to_string()))
+                .collect();
+            if missing.is_empty() {
                 break by_id;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: {missing} of {} accepted dispatches have no final report",
-                accepted.len()
-            );
+            if Instant::now() >= deadline {
+                // What the lookup knows of a few of them, for the next
+                // engineer: where each one stopped.
+                let mut seen = Vec::new();
+                for id in missing.iter().take(3) {
+                    let view = self
+                        .client
+                        .get(format!("{}/v0.1/dispatch/{id}", self.url))
+                        .basic_auth(&self.api_key, Some(&self.api_secret))
+                        .send()
+                        .await;
+                    let view = match view {
+                        Ok(r) => r.text().await.unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                    seen.push(format!("{id}: {view}"));
+                }
+                panic!(
+                    "{what}: {} of {} accepted dispatches have no final report; {seen:#?}",
+                    missing.len(),
+                    accepted.len()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         // Room for a duplicate to show up.

@@ -474,6 +474,17 @@ pub async fn records(
     for id in ids {
         pipe.cmd("HGET").arg(state.keys.workflow(id)).arg("r");
     }
+    let mut found: Vec<WorkflowRecord> = parsed(state, pipe).await?;
+    found.retain(|r| r.workflow.account == account);
+    Ok(found)
+}
+
+/// The JSON value each read of `pipe` answers (one key each), parsed;
+/// those gone or unreadable left out.
+async fn parsed<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    pipe: redis::Pipeline,
+) -> Result<Vec<T>, Page> {
     let raw: Vec<Option<String>> = pipe
         .query_async(&mut state.redis())
         .await
@@ -481,8 +492,7 @@ pub async fn records(
     Ok(raw
         .into_iter()
         .flatten()
-        .filter_map(|r| serde_json::from_str::<WorkflowRecord>(&r).ok())
-        .filter(|r| r.workflow.account == account)
+        .filter_map(|r| serde_json::from_str(&r).ok())
         .collect())
 }
 
@@ -669,16 +679,9 @@ async fn applications_of(state: &AppState, account: &str) -> Result<Vec<Applicat
     for id in &ids {
         pipe.cmd("GET").arg(state.keys.application(id));
     }
-    let raw: Vec<Option<String>> = pipe
-        .query_async(&mut state.redis())
-        .await
-        .map_err(Page::unavailable)?;
-    Ok(raw
-        .into_iter()
-        .flatten()
-        .filter_map(|r| serde_json::from_str::<ApplicationRecord>(&r).ok())
-        .filter(|a| a.account == account)
-        .collect())
+    let mut apps: Vec<ApplicationRecord> = parsed(state, pipe).await?;
+    apps.retain(|a| a.account == account);
+    Ok(apps)
 }
 
 /// The dead letters of `scope`, oldest first.
