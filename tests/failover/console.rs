@@ -172,10 +172,28 @@ pub async fn finished(sys: &System, key: &str, secret: &str, id: &str) -> Value 
 
 #[tokio::test]
 async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
-    let sys = System::start().await;
+    let sys = System::start_configured(true, |c| {
+        c.trace_url_template = Some("http://traces.test/trace/{trace_id}".into());
+    })
+    .await;
     let (key_a, secret_a) = (sys.api_key.clone(), sys.api_secret.clone());
     let (key_b, secret_b) = sys.account().await;
-    let id = failover_dispatch(&sys, &key_a, &secret_a, "447700190103").await;
+    let (app, _) = sys
+        .application("https://hooks.test/status?token=s3cret")
+        .await;
+    // Posted within a caller's trace: the workflow links to it.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = sys
+        .client()
+        .post(format!("{}/v0.1/dispatch", sys.url))
+        .basic_auth(&key_a, Some(&secret_a))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&failover_body("447700190103"))
+        .send()
+        .await
+        .expect("POST");
+    let accepted: Value = response.json().await.expect("JSON");
+    let id = accepted["dispatch_uuid"].as_str().expect("id").to_owned();
     // A client_ref that looks like a uuid is found as one.
     let order = uuid::Uuid::new_v4().to_string();
     let mut body = failover_body("447700190203");
@@ -269,6 +287,12 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
         timeline.body.contains("deadline fired"),
         "drawn on the timeline"
     );
+    assert!(
+        timeline
+            .body
+            .contains(&format!("href=\"http://traces.test/trace/{trace}\"")),
+        "the trace link"
+    );
     let message = timeline
         .body
         .split("class=\"mono small message\">")
@@ -310,7 +334,13 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
         a.get(&format!("/console/workflows/{uuid}")).await.status,
         404
     );
-    assert_eq!(a.get("/console/applications").await.status, 200);
+    let apps = a.get("/console/applications").await;
+    assert_eq!(apps.status, 200);
+    assert!(apps.body.contains(&app) && apps.body.contains("https://hooks.test/status"));
+    assert!(
+        !apps.body.contains("s3cret"),
+        "no query string, no credentials"
+    );
     assert_eq!(a.get("/console/dead-letters").await.status, 200);
     let forged = a
         .post(
@@ -340,6 +370,17 @@ async fn the_console_shows_an_account_its_own_workflows_and_nothing_else() {
         .get(&format!("/console/dead-letters/replay?scope={key_a}"))
         .await;
     assert_eq!(scope.status, 404, "another account's dead letters");
+    let scope = b
+        .get(&format!("/console/dead-letters/replay?scope={app}"))
+        .await;
+    assert_eq!(scope.status, 404, "another account's application");
+    for page in ["/console/applications", "/console/dead-letters"] {
+        let seen = b.get(page).await;
+        assert_eq!(seen.status, 200);
+        assert!(!seen.body.contains(&app), "{page} shows A's application");
+    }
+    let erase = b.get("/console/erase?number=447700190103").await;
+    assert!(!erase.body.contains(&id) && erase.body.contains("Nothing of this account"));
 
     // Signing out ends the session; its cookie opens nothing after, and
     // the overview's refresh is sent to sign in as a whole page.
