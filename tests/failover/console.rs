@@ -426,6 +426,7 @@ async fn the_operator_sees_the_queues_and_no_account_pages() {
         assert!(view.body.contains(queue), "{queue} in {}", view.body);
     }
     assert!(view.body.contains("id=\"in-flight\""));
+    assert!(view.body.contains("Send commands waiting, per channel"));
     // The operator is no account: account pages send it back.
     let away = v.get("/console").await;
     assert_eq!((away.status, away.location()), (303, "/console/operator"));

@@ -243,6 +243,7 @@ async fn the_console_in_a_real_browser() {
         // then waits for it to close.
         c.webhook_circuit_open_ms = 200;
         c.webhook_circuit_open_max_ms = 400;
+        c.console_operator_token = Some(OPERATOR.into());
     })
     .await;
     let (key_a, secret_a) = (sys.api_key.clone(), sys.api_secret.clone());
@@ -404,5 +405,41 @@ async fn the_console_in_a_real_browser() {
         .no_errors("another account's search", |_| false)
         .await;
 
+    // The operator view: global queue depths, refreshed in place.
+    browser.sign_out().await;
+    browser.goto("/console/operator").await;
+    browser
+        .find("input[name=token]")
+        .await
+        .send_keys(OPERATOR)
+        .await
+        .expect("token");
+    browser
+        .find("form[action='/console/operator'] button")
+        .await
+        .click()
+        .await
+        .expect("sign in");
+    assert!(browser.text("#queues").await.contains("send.sms"));
+    browser
+        .client
+        .execute(
+            "document.getElementById('operator-live').dataset.stale = 'yes'",
+            vec![],
+        )
+        .await
+        .expect("mark");
+    browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(12))
+        .for_element(Locator::Css("#operator-live:not([data-stale])"))
+        .await
+        .expect("the operator view refreshed itself");
+    browser.shot("operator").await;
+    browser.no_errors("operator", |_| false).await;
+
     browser.client.close().await.expect("close");
 }
+
+const OPERATOR: &str = "operator-token-of-the-browser-test";

@@ -981,14 +981,29 @@ pub async fn operator(State(state): State<AppState>, headers: HeaderMap) -> Resu
         html! {
             noscript { meta http-equiv="refresh" content="30"; }
             h1 { "Operator" }
-            p { "Workflows in flight: " strong #in-flight { (in_flight.map_or("–".into(), |n| n.to_string())) } }
-            h2 { "Queue depths" }
-            @match depths {
-                Some(depths) => table #queues {
-                    thead { tr { th { "Queue" } th { "Messages ready" } th { "Consumers" } } }
-                    tbody { @for (name, ready, consumers) in depths { tr { td.mono { (name) } td { (ready) } td { (consumers) } } } }
-                },
-                None => p.notice.error { "The message broker is not reachable." },
+            // Refreshed in place every 5 s: htmx takes this part of the
+            // page as fetched again.
+            div #operator-live hx-get="/console/operator" hx-trigger="every 5s"
+                hx-select="#operator-live" hx-swap="outerHTML" {
+                p { "Workflows in flight: " strong #in-flight { (in_flight.map_or("–".into(), |n| n.to_string())) } }
+                @match depths {
+                    Some(depths) => {
+                        @let sends: Vec<(String, i64)> = depths
+                            .iter()
+                            .filter_map(|(name, ready, _)| {
+                                let channel = name.rsplit_once(".send.")?.1;
+                                Some((channel.to_owned(), i64::from(*ready)))
+                            })
+                            .collect();
+                        div.charts { (charts::bar_chart("Send commands waiting, per channel", "channel", &sends)) }
+                        h2 { "Queue depths" }
+                        table #queues {
+                            thead { tr { th { "Queue" } th { "Messages ready" } th { "Consumers" } } }
+                            tbody { @for (name, ready, consumers) in &depths { tr { td.mono { (name) } td { (ready) } td { (consumers) } } } }
+                        }
+                    }
+                    None => p.notice.error { "The message broker is not reachable." },
+                }
             }
         },
     )
