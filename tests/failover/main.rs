@@ -342,10 +342,20 @@ async fn killed_timer_processes_leave_every_workflow_ending_once() {
     for i in 0..40 {
         let whatsapp = accepted(&sys, &format!("4477008{i:05}"));
         let sms = accepted(&sys, &format!("4477009{i:05}"));
-        assert_eq!(whatsapp, 1, "step 1 of workflow {i} sent once");
+        // Never twice. Not at all only when its send command reached a
+        // sender after its 300 ms expiry (a loaded cluster): the step had
+        // expired, and the workflow failed over without it.
+        assert!(
+            whatsapp <= 1,
+            "step 1 of workflow {i} sent {whatsapp} times"
+        );
         // A delivery held up by the kill may come after the expiry, so
         // a delivered first step may still fail over; never twice.
-        let expected = if i % 3 == 0 { 1..=1 } else { 0..=1 };
+        let expected = if i % 3 == 0 || whatsapp == 0 {
+            1..=1
+        } else {
+            0..=1
+        };
         assert!(
             expected.contains(&sms),
             "step 2 of workflow {i} sent {sms} times"
