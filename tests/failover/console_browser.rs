@@ -224,6 +224,19 @@ impl Browser {
         assert_eq!(self.path().await, "/console");
     }
 
+    /// Waits for the element `id` to be replaced by a fresh copy (htmx's
+    /// refresh every 5 s): marked, the mark must go.
+    async fn refreshes_itself(&self, id: &str) {
+        let mark = format!("document.getElementById('{id}').dataset.stale = 'yes'");
+        self.client.execute(&mark, vec![]).await.expect("mark");
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(12))
+            .for_element(Locator::Css(&format!("#{id}:not([data-stale])")))
+            .await
+            .unwrap_or_else(|e| panic!("#{id} did not refresh itself: {e}"));
+    }
+
     async fn sign_out(&self) {
         self.find("form.signout button")
             .await
@@ -287,21 +300,7 @@ async fn the_console_in_a_real_browser() {
         .await
         .expect("charts");
     assert!(charts.len() >= 3, "{} charts", charts.len());
-    browser
-        .client
-        .execute(
-            "document.getElementById('live').dataset.stale = 'yes'",
-            vec![],
-        )
-        .await
-        .expect("mark");
-    browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(12))
-        .for_element(Locator::Css("#live:not([data-stale])"))
-        .await
-        .expect("the overview refreshed itself");
+    browser.refreshes_itself("live").await;
     browser.shot("overview").await;
     browser.no_errors("overview", |_| false).await;
 
@@ -421,21 +420,7 @@ async fn the_console_in_a_real_browser() {
         .await
         .expect("sign in");
     assert!(browser.text("#queues").await.contains("send.sms"));
-    browser
-        .client
-        .execute(
-            "document.getElementById('operator-live').dataset.stale = 'yes'",
-            vec![],
-        )
-        .await
-        .expect("mark");
-    browser
-        .client
-        .wait()
-        .at_most(Duration::from_secs(12))
-        .for_element(Locator::Css("#operator-live:not([data-stale])"))
-        .await
-        .expect("the operator view refreshed itself");
+    browser.refreshes_itself("operator-live").await;
     browser.shot("operator").await;
     browser.no_errors("operator", |_| false).await;
 

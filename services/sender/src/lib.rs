@@ -330,15 +330,7 @@ impl Sender {
             }
             Sent::Rejected { error } => {
                 tracing::info!("already rejected; reporting it again");
-                self.report(
-                    target,
-                    MessageStatus::Rejected,
-                    None,
-                    Some(error),
-                    None,
-                    None,
-                )
-                .await
+                self.report_rejected(target, error).await
             }
         }
     }
@@ -687,15 +679,17 @@ impl Sender {
         self.receipts
             .record_rejected(target.message_uuid, &error)
             .await?;
-        self.report(
-            target,
-            MessageStatus::Rejected,
-            None,
-            Some(error),
-            None,
-            None,
-        )
-        .await
+        self.report_rejected(target, error).await
+    }
+
+    async fn report_rejected(
+        &self,
+        target: MessageRef,
+        error: MessageError,
+    ) -> Result<(), HandleError> {
+        let status = MessageStatus::Rejected;
+        self.report(target, status, None, Some(error), None, None)
+            .await
     }
 
     /// Reports the provider's acceptance, with the estimated usage.

@@ -14,7 +14,7 @@ use dispatch_infra::broker::Broker;
 use dispatch_infra::consume::{ConsumeOptions, Incoming, Outcome, consume};
 use dispatch_infra::redis::Keys;
 use dispatch_infra::store::Fate;
-use dispatch_model::envelope::{Envelope, WorkflowKind};
+use dispatch_model::envelope::Envelope;
 use dispatch_model::record::WorkflowRecord;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -60,14 +60,7 @@ async fn handle(engine: &Engine, keys: &Keys, incoming: Incoming) -> Outcome {
                     tracing::info!(workflow_id = %id, "dropping work that ingest answered 503 for");
                     return Ok(());
                 }
-                let indexes: Vec<(String, String)> = match accepted.kind {
-                    WorkflowKind::Dispatch | WorkflowKind::Failover => accepted
-                        .steps
-                        .iter()
-                        .map(|s| (keys.message(&s.message_uuid.to_string()), id.to_string()))
-                        .collect(),
-                    WorkflowKind::Message => Vec::new(),
-                };
+                let indexes = dispatch_infra::store::message_indexes(keys, accepted);
                 let initial = WorkflowRecord::new(accepted.clone());
                 engine
                     .apply_or_start(id, Event::Start, initial, &indexes)

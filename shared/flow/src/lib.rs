@@ -387,15 +387,12 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            let refreshed;
-            let indexes = match (creating, refresh) {
-                (true, _) => indexes,
-                (false, true) => {
-                    refreshed = message_indexes(&self.keys, &next.workflow);
-                    &refreshed[..]
-                }
-                (false, false) => &[],
+            let refreshed = if refresh && !creating {
+                message_indexes(&self.keys, &next.workflow)
+            } else {
+                Vec::new()
             };
+            let indexes = if creating { indexes } else { &refreshed };
             let current = next
                 .current_step
                 .filter(|_| !next.is_finished())

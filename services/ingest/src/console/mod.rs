@@ -8,8 +8,9 @@
 //!   view's queue depths aside).
 //! - **No script is needed.** Every page is a plain page with plain forms;
 //!   the vendored htmx (`/console/assets/htmx.min.js`, 0BSD) only
-//!   refreshes the overview's figures in place. With scripts off, the
-//!   overview reloads itself (`<noscript>` refresh).
+//!   refreshes the figures of the overview and of the operator view in
+//!   place. With scripts off, those pages reload themselves (`<noscript>`
+//!   refresh).
 //! - **Strict headers on every response** ([`secure`]): a
 //!   Content-Security-Policy that allows only our own scripts, styles and
 //!   images (no inline ones, so the SVG is styled by classes), no framing,

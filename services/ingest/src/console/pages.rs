@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{Extensions, HeaderMap, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use dispatch_infra::activity;
 use dispatch_model::application::ApplicationRecord;
@@ -69,6 +69,11 @@ fn sign_in_page(
             p.muted { a href="/console/operator" { "Operator sign-in" } }
         },
     );
+    with_form_cookie(status, body, set)
+}
+
+/// A sign-in form's page, with the cookie of its CSRF token when new.
+fn with_form_cookie(status: StatusCode, body: Markup, set: Option<HeaderValue>) -> Response {
     let mut response = (status, body).into_response();
     if let Some(set) = set {
         response.headers_mut().append(header::SET_COOKIE, set);
@@ -1035,11 +1040,7 @@ fn operator_form(
             }
         },
     );
-    let mut response = (status, body).into_response();
-    if let Some(set) = set {
-        response.headers_mut().append(header::SET_COOKIE, set);
-    }
-    response
+    with_form_cookie(status, body, set)
 }
 
 pub async fn operator_login(
